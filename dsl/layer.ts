@@ -1,0 +1,84 @@
+/**
+ * Layers as values: declared parameters plus a pure apply (stax's init/apply pair, with
+ * haiku-style paths). Combinators compose them; a composition's type error lands on the
+ * layer that does not fit, and the declared shapes are checked once more when built.
+ */
+import type { Shape } from './shape.ts';
+import { formatShape, isSymDim, ShapeCheckError } from './shape.ts';
+import type { Tensor } from './tensor.ts';
+import { add } from './ops.ts';
+import { mergeDecls, prefixDecls, type ParamDecls, type ParamView } from './param.ts';
+
+/** A layer from `In` to `Out`; `Ctx` is side input shared by a stack (conditioning, bias). */
+export interface Layer<In extends Shape, Out extends Shape, Ctx = void> {
+  readonly inShape: In;
+  readonly outShape: Out;
+  readonly params: ParamDecls;
+  apply(p: ParamView, x: Tensor<In>, ctx: Ctx): Tensor<Out>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyLayer = Layer<any, any, any>;
+type InOf<L extends AnyLayer> = L['inShape'];
+type OutOf<L extends AnyLayer> = L['outShape'];
+type CtxOf<L extends AnyLayer> = Parameters<L['apply']>[2];
+type LastOf<Ls extends readonly AnyLayer[]> = Ls extends readonly [...AnyLayer[], infer L extends AnyLayer] ? L : never;
+
+/** Each position must accept what the previous one returns: the error names that argument. */
+type Chained<Ls extends readonly AnyLayer[]> = {
+  [K in keyof Ls]: K extends '0' ? Ls[K] : Layer<[never, ...Ls][K & keyof [never, ...Ls]]['outShape'], Ls[K]['outShape'], CtxOf<Ls[K]>>;
+};
+
+export function layer<const In extends Shape, const Out extends Shape, Ctx = void>(
+  inShape: In,
+  outShape: Out,
+  params: ParamDecls,
+  apply: (p: ParamView, x: Tensor<In>, ctx: Ctx) => Tensor<Out>,
+): Layer<In, Out, Ctx> {
+  return { inShape, outShape, params, apply };
+}
+
+function sameDims(a: Shape, b: Shape): boolean {
+  return a.length === b.length && a.every((d, i) => {
+    const e = b[i]!;
+    if (isSymDim(d) || isSymDim(e)) return isSymDim(d) && isSymDim(e) && d.name === e.name;
+    return d === e;
+  });
+}
+
+/** Sequential composition. */
+export function seq<const Ls extends readonly [AnyLayer, ...AnyLayer[]]>(...layers: Chained<Ls>): Layer<InOf<Ls[0]>, OutOf<LastOf<Ls>>, CtxOf<Ls[0]>> {
+  const ls = layers as unknown as AnyLayer[];
+  for (let i = 1; i < ls.length; i++) {
+    if (!sameDims(ls[i - 1]!.outShape, ls[i]!.inShape)) {
+      throw new ShapeCheckError(`seq: layer ${i - 1} returns ${formatShape(ls[i - 1]!.outShape)} but layer ${i} takes ${formatShape(ls[i]!.inShape)}`);
+    }
+  }
+  return {
+    inShape: ls[0]!.inShape,
+    outShape: ls[ls.length - 1]!.outShape,
+    params: mergeDecls(...ls.map((l) => l.params)),
+    apply: (p, x, ctx) => ls.reduce((h, l) => l.apply(p, h, ctx), x as Tensor<Shape>),
+  } as Layer<InOf<Ls[0]>, OutOf<LastOf<Ls>>, CtxOf<Ls[0]>>;
+}
+
+/** Puts a layer's parameters under `name.` (`attn` → `attn.qkv.weight`). */
+export function named<In extends Shape, Out extends Shape, Ctx>(name: string, l: Layer<In, Out, Ctx>): Layer<In, Out, Ctx> {
+  return { inShape: l.inShape, outShape: l.outShape, params: prefixDecls(name, l.params), apply: (p, x, ctx) => l.apply(p.scope(name), x, ctx) };
+}
+
+/** Layers `name.0 … name.{n-1}`, for stacks whose members are called one by one (skips, stages). */
+export function stack<In extends Shape, Out extends Shape, Ctx>(name: string, n: number, make: (i: number) => Layer<In, Out, Ctx>): Layer<In, Out, Ctx>[] {
+  return Array.from({ length: n }, (_, i) => named(`${name}.${i}`, make(i)));
+}
+
+/** `n` copies of a shape-preserving block under `name.0 … name.{n-1}`; type cost is constant in n. */
+export function repeat<S extends Shape, Ctx>(name: string, n: number, make: (i: number) => Layer<S, S, Ctx>): Layer<S, S, Ctx> {
+  if (n < 1) throw new Error(`repeat(${name}): n must be ≥ 1, got ${n}`);
+  return seq(...(stack(name, n, make) as unknown as [AnyLayer, ...AnyLayer[]])) as unknown as Layer<S, S, Ctx>;
+}
+
+/** x + f(x) for a shape-preserving layer. */
+export function residual<S extends Shape, Ctx>(l: Layer<S, S, Ctx>): Layer<S, S, Ctx> {
+  return { inShape: l.inShape, outShape: l.outShape, params: l.params, apply: (p, x, ctx) => add(x, l.apply(p, x, ctx)) as unknown as Tensor<S> };
+}

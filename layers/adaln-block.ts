@@ -1,0 +1,77 @@
+/** The adaLN-Zero transformer block (DiT), with MDT's relative bias and MDTv2's skip input. */
+import * as tf from '@tensorflow/tfjs';
+import type { Dim, Sym } from '../dsl/shape.ts';
+import { layer, named, type Layer } from '../dsl/layer.ts';
+import { mergeDecls, prefixDecls, type ParamDecls, type ParamView } from '../dsl/param.ts';
+import { add, chunkLast, concatLast, layerNorm, linear as linearOp, mul, silu } from '../dsl/ops.ts';
+import { wrap, type Tensor } from '../dsl/tensor.ts';
+import { linear, zeros } from './linear.ts';
+import { mlp } from './mlp.ts';
+import { attention, type AttnCtx } from './attention.ts';
+
+export type B = Sym<'B'>;
+export const LN_EPS = 1e-6;
+
+export interface BlockCtx<D extends Dim = Dim> extends AttnCtx {
+  /** Conditioning c = t_emb + y_emb, (B, D). */
+  readonly c: Tensor<readonly [B, D]>;
+  /** MDTv2 long/dense skip input, (B, L, D); required by blocks built with `skip`. */
+  readonly skip?: Tensor<readonly [B, Dim, D]>;
+}
+
+/** modulate(x, shift, scale) = x·(1 + scale) + shift, per sample, broadcast over tokens. */
+export function modulate<L extends Dim, D extends Dim>(x: Tensor<readonly [B, L, D]>, shift: Tensor<readonly [B, D]>, scale: Tensor<readonly [B, D]>): Tensor<readonly [B, L, D]> {
+  return wrap(tf.add(tf.mul(x.raw, tf.add(tf.expandDims(scale.raw, 1), 1)), tf.expandDims(shift.raw, 1)));
+}
+
+/** SiLU(c) → Linear(D → n·D), zero-initialised (adaLN-Zero), split into n chunks in declaration order. */
+export function adaLNChunks<D extends Dim>(p: ParamView, c: Tensor<readonly [B, D]>, n: number, dim: D): Tensor<readonly [B, D]>[] {
+  const mod = linearOp(silu(c), p.get<readonly [number, D]>('weight'), p.get<readonly [number]>('bias'));
+  return chunkLast(mod, n, dim);
+}
+
+export function adaLNDecls(dim: number, n: number): ParamDecls {
+  return prefixDecls('adaLN_modulation.1', linear([] as const, dim, n * dim, zeros).params);
+}
+
+export interface BlockOptions {
+  readonly heads: number;
+  readonly mlpRatio: number;
+  /** Grid side for the relative position bias (MDT); null for DiT. */
+  readonly grid: number | null;
+  /** MDTv2: `skip_linear` (2D → D) applied to concat([x, skip]) first. */
+  readonly skip: boolean;
+}
+
+/**
+ * x ← x + gate_msa·Attn(modulate(LN(x), shift_msa, scale_msa))
+ * x ← x + gate_mlp·MLP(modulate(LN(x), shift_mlp, scale_mlp))
+ * with (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp) from adaLN(c), in that order.
+ */
+export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o: BlockOptions): Layer<readonly [B, L, D], readonly [B, L, D], BlockCtx<D>> {
+  const attn = named('attn', attention(b, len, dim, o.heads, o.grid));
+  const ff = named('mlp', mlp([b, len] as const, dim, Math.round(dim * o.mlpRatio)));
+  const skipLinear = o.skip ? named('skip_linear', linear([b, len] as const, (2 * dim) as Dim, dim)) : null;
+  const params = mergeDecls(attn.params, ff.params, adaLNDecls(dim, 6), skipLinear ? skipLinear.params : {});
+  return layer([b, len, dim] as const, [b, len, dim] as const, params, (p, input, ctx) => {
+    let x = input;
+    if (skipLinear) {
+      if (!ctx.skip) throw new Error('adaLNBlock: this block has skip_linear but no skip input was given');
+      x = skipLinear.apply(p, concatLast(x, ctx.skip as Tensor<readonly [B, L, D]>) as unknown as Tensor<readonly [B, L, Dim]>, undefined);
+    }
+    const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 6, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
+    const gate = (g: Tensor<readonly [B, D]>, h: Tensor<readonly [B, L, D]>) => mul(h, wrap<readonly [B, 1, D]>(tf.expandDims(g.raw, 1))) as unknown as Tensor<readonly [B, L, D]>;
+    x = add(x, gate(gateMsa, attn.apply(p, modulate(layerNorm(x, LN_EPS), shiftMsa, scaleMsa), ctx))) as unknown as Tensor<readonly [B, L, D]>;
+    x = add(x, gate(gateMlp, ff.apply(p, modulate(layerNorm(x, LN_EPS), shiftMlp, scaleMlp), undefined))) as unknown as Tensor<readonly [B, L, D]>;
+    return x;
+  });
+}
+
+/** DiT FinalLayer: LN → modulate with (shift, scale) (shift first) → Linear(D → p²·Cout), zero-initialised. */
+export function finalLayer<L extends Dim, D extends Dim, O extends Dim>(b: B, len: L, dim: D, out: O): Layer<readonly [B, L, D], readonly [B, L, O], { readonly c: Tensor<readonly [B, D]> }> {
+  const proj = named('linear', linear([b, len] as const, dim, out, zeros));
+  return layer([b, len, dim] as const, [b, len, out] as const, mergeDecls(proj.params, adaLNDecls(dim, 2)), (p, x, ctx) => {
+    const [shift, scale] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 2, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
+    return proj.apply(p, modulate(layerNorm(x, LN_EPS), shift, scale), undefined);
+  });
+}
