@@ -14,6 +14,9 @@ import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { f32, linearBetas } from '../mdt/diffusion/schedule.ts';
 import { guidanceWeight, type GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import { minSnrWeights } from '../mdt/diffusion/min-snr.ts';
+import { qSample, trainingLosses, type Denoiser } from '../mdt/diffusion/gaussian.ts';
+import { ddimStep, pSampleStep } from '../mdt/diffusion/sampler.ts';
+import { withGuidance } from '../mdt/diffusion/cfg.ts';
 import type { CaseHandler, FixtureCase, FixtureContext, Values } from './parity.ts';
 
 const SCHEDULE_TABLES = {
@@ -37,6 +40,23 @@ function diffusionSteps(ctx: FixtureContext, c: FixtureCase): number {
 export async function fixturePlan(ctx: FixtureContext, c: FixtureCase, batch: number) {
   const n = gridSize(ctx.config) ** 2;
   return planFromShuffle(await ctx.ints(c, 'ids_shuffle'), batch, n, ctx.scalar(c, 'len_keep'));
+}
+
+/** The fixture's network: plain, or wrapped in CFG when the case gives a cfg_scale. */
+function fixtureDenoiser(ctx: FixtureContext, c: FixtureCase): Denoiser {
+  const plain: Denoiser = (x, t, y) => ctx.model.forward(ctx.params, x, t, y);
+  if (!('cfg_scale' in c.inputs)) return plain;
+  return withGuidance(plain, { schedule: fixtureGuidance(ctx, c), T: diffusionSteps(ctx, c), inChannels: ctx.config.inChannels });
+}
+
+async function stepInputs(ctx: FixtureContext, c: FixtureCase) {
+  return {
+    x: (await ctx.float(c, 'x_t')) as tf.Tensor4D,
+    k: await ctx.ints(c, 'k'),
+    y: await ctx.ints(c, 'y'),
+    noise: (await ctx.float(c, 'noise')) as tf.Tensor4D,
+    tables: respacedTables(1000, String(c.params?.timestep_respacing ?? '')),
+  };
 }
 
 export const caseHandlers: Record<string, CaseHandler> = {
@@ -95,6 +115,58 @@ export const caseHandlers: Record<string, CaseHandler> = {
     const out = tf.tidy(() => ctx.model.forward(ctx.params, x, t, y, { mask: plan }));
     x.dispose();
     return { out, mask: plan.mask };
+  },
+  async forward_cfg(ctx, c) {
+    const x = (await ctx.float(c, 'x')) as tf.Tensor4D;
+    const [t, y] = [await ctx.ints(c, 't'), await ctx.ints(c, 'y')];
+    const out = tf.tidy(() => fixtureDenoiser(ctx, c)(x, t, y));
+    x.dispose();
+    return { out };
+  },
+  async q_sample(ctx, c) {
+    const [x0, noise] = [(await ctx.float(c, 'x0')) as tf.Tensor4D, (await ctx.float(c, 'noise')) as tf.Tensor4D];
+    const x_t = qSample(respacedTables(1000, ''), x0, await ctx.ints(c, 't'), noise);
+    tf.dispose([x0, noise]);
+    return { x_t };
+  },
+  async training_losses(ctx, c) {
+    const tables = respacedTables(1000, '');
+    const x0 = (await ctx.float(c, 'x0')) as tf.Tensor4D;
+    const noise = (await ctx.float(c, 'noise')) as tf.Tensor4D;
+    const [t, y] = [await ctx.ints(c, 't'), await ctx.ints(c, 'y')];
+    const minSnrGamma = ctx.config.variant === 'mdt-v2' ? 5 : undefined;
+    const out: Record<string, tf.Tensor> = {};
+    const full = trainingLosses(fixtureDenoiser(ctx, c), tables, x0, t, y, noise, { minSnrGamma });
+    Object.assign(out, { mse: full.mse, vb: full.vb, loss: full.loss });
+    full.modelOutput.dispose();
+    let total = tf.mean(full.loss);
+    if ('noise_masked' in c.inputs) {
+      const noiseMasked = (await ctx.float(c, 'noise_masked')) as tf.Tensor4D;
+      const plan = await fixturePlan(ctx, c, x0.shape[0]);
+      const masked = trainingLosses((x, tt, yy) => ctx.model.forward(ctx.params, x, tt, yy, { mask: plan }), tables, x0, t, y, noiseMasked, { minSnrGamma });
+      Object.assign(out, { m_mse: masked.mse, m_vb: masked.vb, m_loss: masked.loss });
+      masked.modelOutput.dispose();
+      const sum = tf.tidy(() => tf.add(total, tf.mean(masked.loss)));
+      tf.dispose([total, noiseMasked]);
+      total = sum;
+    }
+    out.total = total;
+    tf.dispose([x0, noise]);
+    return out;
+  },
+  async p_sample_step(ctx, c) {
+    const { x, k, y, noise, tables } = await stepInputs(ctx, c);
+    const r = pSampleStep(fixtureDenoiser(ctx, c), tables, x, k, y, noise);
+    r.modelOutput.dispose();
+    tf.dispose([x, noise]);
+    return { x_prev: r.xPrev, mean: r.mean, log_variance: r.logVariance, pred_xstart: r.predXstart };
+  },
+  async ddim_step(ctx, c) {
+    const { x, k, y, noise, tables } = await stepInputs(ctx, c);
+    const r = ddimStep(fixtureDenoiser(ctx, c), tables, x, k, y, noise, 0);
+    r.modelOutput.dispose();
+    tf.dispose([x, noise]);
+    return { x_prev: r.xPrev, pred_xstart: r.predXstart };
   },
   async schedule(_ctx, c) {
     const tables = respacedTables(1000, String(c.params?.timestep_respacing ?? ''));
