@@ -20,6 +20,8 @@ export interface TrainOptions {
   readonly diffusionSteps?: number;
   /** Train the masked branch (MDT); ignored for DiT. Default true. */
   readonly maskedBranch?: boolean;
+  /** Resume: EMA values and optimizer state saved by a checkpoint (default: EMA = weights, fresh optimizer). */
+  readonly resume?: { readonly ema: ReadonlyMap<string, tf.Tensor>; readonly optimizerStep: number; readonly optimizerSlots: ReadonlyMap<string, tf.Tensor> };
 }
 
 /** Batch means of one step's losses (the official log's names). */
@@ -60,6 +62,13 @@ export function denoiserOf(model: DiffusionModel, values: ReadonlyMap<string, tf
 
 let trainerCount = 0;
 
+/** The entries of `from` for exactly the keys of `like`, or an error naming what is missing. */
+function pick(like: ReadonlyMap<string, tf.Tensor>, from: ReadonlyMap<string, tf.Tensor>, what: string): Map<string, tf.Tensor> {
+  const missing = [...like.keys()].filter((k) => !from.has(k));
+  if (missing.length > 0) throw new Error(`${what} state lacks ${missing.length} trainable parameter(s): ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', …' : ''}`);
+  return new Map([...like.keys()].map((k) => [k, from.get(k)!]));
+}
+
 export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<string, tf.Tensor>, opts: TrainOptions): Trainer {
   const c = model.config;
   const tables = respacedTables(opts.diffusionSteps ?? 1000, '');
@@ -79,7 +88,8 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
     } else params.set(path, v.clone());
   }
   const optimizer = createOptimizer(opts.optimizer);
-  const ema = createEma(trainable, opts.emaDecay);
+  const ema = createEma(opts.resume ? pick(trainable, opts.resume.ema, 'EMA') : trainable, opts.emaDecay);
+  if (opts.resume) optimizer.restore(opts.resume.optimizerStep, opts.resume.optimizerSlots);
 
   return {
     model,

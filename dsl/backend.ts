@@ -121,11 +121,16 @@ async function startTensorflow(): Promise<Detail> {
     // when CUDA/cuDNN are missing or mismatched, which usingGpu exposes.
     const b = tf.backend() as unknown as { isGPUPackage?: unknown; isUsingGpuDevice?: unknown };
     const version = (r.module.version as Record<string, unknown> | undefined)?.['tfjs-node'];
+    const gpuPackage = b.isGPUPackage === true;
+    const usingGpu = b.isUsingGpuDevice === true;
     return {
       package: pkg,
       ...(typeof version === 'string' ? { packageVersion: version } : {}),
-      gpuPackage: b.isGPUPackage === true,
-      usingGpu: b.isUsingGpuDevice === true,
+      gpuPackage,
+      usingGpu,
+      ...(gpuPackage && !usingGpu
+        ? { warning: 'tfjs-node-gpu found no usable GPU and runs on the CPU; the doctor report shows which CUDA/cuDNN library is missing' }
+        : {}),
     };
   }
   throw new BackendUnavailable(`${failures.join('; ')}; ${TFJS_NODE_INSTALL}`);

@@ -139,11 +139,12 @@ async function backendsSection(): Promise<string[]> {
     if (r.ok) {
       const version = (r.module.version as Record<string, unknown> | undefined)?.['tfjs-node'];
       lines.push(`  tensorflow via ${pkg}: imported${typeof version === 'string' ? ` (${version})` : ''}`);
-      const lib = libtensorflowOf(pkg);
-      if (lib !== null) lines.push(`    libtensorflow: ${lib}`);
     } else {
       lines.push(`  tensorflow via ${pkg}: not importable: ${r.error}`);
     }
+    // Shown whenever the package is installed: a failed import is often a missing libtensorflow.
+    const lib = libtensorflowOf(pkg);
+    if (lib !== null) lines.push(`    libtensorflow: ${lib}`);
   }
   const wasm = await tryImport(WASM_PACKAGE);
   if (wasm.ok) {
