@@ -1,0 +1,25 @@
+/** Golden parity against the official PyTorch code, on the wasm and cpu backends: nothing may fail or be skipped. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../dsl/backend.ts';
+import { registerMissingKernels } from '../dsl/kernels.ts';
+import { DEFAULT_FIXTURES, fixtureDirs, runParity } from '../compile/parity-cli.ts';
+
+for (const backend of ['wasm', 'cpu'] as const) {
+  test(`every fixture case passes on ${backend}`, async () => {
+    await initBackend({ prefer: backend });
+    registerMissingKernels();
+    assert.equal(tf.getBackend(), backend);
+    const lines: string[] = [];
+    const results = await runParity(fixtureDirs(DEFAULT_FIXTURES), (l) => lines.push(l));
+    assert.equal(fixtureDirs(DEFAULT_FIXTURES).length, 3);
+    const bad = results.filter((r) => r.status !== 'PASS');
+    assert.deepEqual(bad.map((r) => `${r.fixture}/${r.name}: ${r.status} ${r.detail}`), [], lines.join('\n'));
+    assert.equal(results.length, 79);
+    // Worst error per case kind, for the record.
+    const worst = new Map<string, number>();
+    for (const r of results) worst.set(r.kind, Math.max(worst.get(r.kind) ?? 0, r.ratio));
+    console.log(`${backend} worst error/allowed per kind: ${[...worst].map(([k, v]) => `${k} ${v.toExponential(1)}`).join(', ')}`);
+  });
+}
