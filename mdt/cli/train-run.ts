@@ -92,7 +92,14 @@ export async function plotLosses(path: string, log: readonly ({ step: number } &
   await writePlot(path, series, { title, xLabel: 'step', yLabel: 'loss', logY: true, smooth: Math.max(1, Math.floor(log.length / 50)) });
 }
 
-export async function trainRun(o: TrainRunOptions, data: { name: string; train: ImageDataset }, hooks: TrainRunHooks = {}): Promise<TrainRunResult> {
+/** What to train on; `decode` maps samples to 1- or 3-channel images for the grids (e.g. the VAE decoder for latents). */
+export interface TrainData {
+  readonly name: string;
+  readonly train: ImageDataset;
+  readonly decode?: (samples: tf.Tensor4D) => tf.Tensor4D;
+}
+
+export async function trainRun(o: TrainRunOptions, data: TrainData, hooks: TrainRunHooks = {}): Promise<TrainRunResult> {
   const ds = data.train;
   const config = namedConfig(o.model, { inChannels: ds.channels, inputSize: ds.height, numClasses: ds.numClasses, ...o.overrides });
   if (ds.height !== config.inputSize || ds.width !== config.inputSize || ds.channels !== config.inChannels) {
@@ -132,13 +139,18 @@ export async function trainRun(o: TrainRunOptions, data: { name: string; train: 
   const classes = Math.min(config.numClasses, 10);
   const perClass = 4;
   const gridLabels = Int32Array.from({ length: classes * perClass }, (_, i) => i % classes);
+  const viewable = data.decode !== undefined || config.inChannels === 1 || config.inChannels === 3;
+  if (!viewable) hooks.onMessage?.(`no sample grids: ${config.inChannels}-channel samples need a decoder (e.g. --vae) to become images`);
   const sampleGrid = async (step: number) => {
+    if (!viewable) return;
     const sampler = compileSampler(model, trainer.ema, {
       steps: o.sampleSteps, sampler: o.sampleSteps.startsWith('ddim') ? 'ddim' : 'ddpm',
       guidance: o.cfgScale > 1 ? { kind: 'constant', scale: o.cfgScale } : null,
       guideChannels: config.inChannels >= 3 ? 'first3' : 'all',
     });
-    const imgs = sampler.sample(gridLabels, foldIn(sampleKey, step));
+    const raw = sampler.sample(gridLabels, foldIn(sampleKey, step));
+    const imgs = data.decode ? tf.tidy(() => data.decode!(raw)) : raw;
+    if (imgs !== raw) raw.dispose();
     await writeSamples(join(runDir, 'samples', `step-${String(step).padStart(6, '0')}.png`), imgs, classes);
     imgs.dispose();
   };

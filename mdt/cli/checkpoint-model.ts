@@ -1,0 +1,103 @@
+/**
+ * A model and its weights from whatever `--ckpt` names: a run or checkpoint directory (the
+ * config is in meta.json), a checkpoint's own .safetensors (meta.json beside it), or a bare
+ * .safetensors / official .pt state dict (the config is read off its keys, see
+ * config-from-keys.ts, with --model and the size flags for what the keys cannot say).
+ */
+import type * as tf from '@tensorflow/tfjs';
+import { existsSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { loadWeights, resolveCheckpointDir, type CheckpointMeta } from '../../compile/checkpoint.ts';
+import { openSafetensors } from '../../dsl/safetensors.ts';
+import { openTorchCheckpoint } from '../../dsl/torch-pt.ts';
+import { namedConfig, validateConfig, type ModelConfig, type Variant } from '../config.ts';
+import { AmbiguousConfigError, ConflictingHintError, configFromKeys, HINT_FLAGS } from '../config-from-keys.ts';
+import { buildModel } from '../model.ts';
+import type { DiffusionModel } from '../trunk.ts';
+import { say, type CliIO } from './io.ts';
+import { addSizeOptions, modelNameArg, option, SIZE_FIELDS, sizeOverrides, UsageError, type SizeOverrides } from './options.ts';
+import type { Command } from 'commander';
+
+export type Which = 'ema' | 'model';
+
+const VARIANT_NAMES: Readonly<Record<Variant, string>> = { dit: 'DiT', 'mdt-v1': 'MDT (v1)', 'mdt-v2': 'MDTv2' };
+
+export interface CheckpointFlags extends SizeOverrides {
+  readonly ckpt: string;
+  readonly model?: string;
+  readonly which: Which;
+}
+
+export interface LoadedModel {
+  readonly model: DiffusionModel;
+  readonly values: Map<string, tf.Tensor>;
+}
+
+/** --ckpt, --which, --model and the size flags (which matter only for a bare state dict). */
+export function addCheckpointOptions(cmd: Command): Command {
+  cmd
+    .addOption(option('--ckpt <path>', 'run dir, checkpoint dir, .safetensors state dict or official .pt', { required: true }))
+    .addOption(option('--which <weights>', 'which weights of a checkpoint', { default: 'ema', choices: ['ema', 'model'] }))
+    .addOption(option('--model <name>', 'for a bare state dict: the model family and size, for what its keys do not record', { defaultText: 'meta.json, else inferred from the keys', parse: modelNameArg }));
+  return addSizeOptions(cmd, () => 'meta.json, else inferred from the keys');
+}
+
+async function keyShapes(path: string, which: Which): Promise<Map<string, readonly number[]>> {
+  if (path.endsWith('.safetensors')) {
+    const f = await openSafetensors(path);
+    try {
+      return new Map([...f.entries].map(([k, e]) => [k, e.shape]));
+    } finally {
+      await f.close();
+    }
+  }
+  if (path.endsWith('.pt') || path.endsWith('.pth')) {
+    const ckpt = await openTorchCheckpoint(path, { prefer: which });
+    try {
+      return new Map(ckpt.tensors.map((t) => [t.key, t.shape]));
+    } finally {
+      await ckpt.close();
+    }
+  }
+  throw new UsageError(`--ckpt: expected a run or checkpoint directory, a .safetensors or a .pt file, got ${path}`);
+}
+
+async function metaConfig(path: string): Promise<ModelConfig | null> {
+  const dir = statSync(path).isDirectory() ? await resolveCheckpointDir(path) : dirname(path);
+  const metaPath = join(dir, 'meta.json');
+  if (!existsSync(metaPath)) return null;
+  return validateConfig((JSON.parse(await readFile(metaPath, 'utf8')) as CheckpointMeta).config);
+}
+
+/** The config from the keys, with --model filling what they do not hold. */
+async function inferredConfig(f: CheckpointFlags, io: CliIO): Promise<ModelConfig> {
+  const named = f.model === undefined ? undefined : namedConfig(f.model);
+  const given = sizeOverrides(f);
+  const defaults = named === undefined ? {} : { numHeads: named.numHeads, decodeLayer: named.decodeLayer, maskRatio: named.maskRatio };
+  let inferred;
+  try {
+    inferred = configFromKeys(await keyShapes(f.ckpt, f.which), given, defaults);
+  } catch (e) {
+    if (e instanceof AmbiguousConfigError || e instanceof ConflictingHintError) throw new UsageError(`${f.ckpt}: ${e.message}`);
+    throw e;
+  }
+  const c = inferred.config;
+  if (named !== undefined) {
+    if (named.variant !== c.variant) throw new UsageError(`--model ${f.model} names a ${VARIANT_NAMES[named.variant]} model, but ${f.ckpt} holds a ${VARIANT_NAMES[c.variant]} state dict`);
+    const differ = (['depth', 'hiddenSize', 'patchSize'] as const).filter((k) => named[k] !== c[k]);
+    if (differ.length > 0) say(io, `note: the checkpoint's ${differ.map((k) => `${HINT_FLAGS[k].slice(2)} ${c[k]}`).join(', ')} differ from ${f.model}'s; using the checkpoint's`);
+  }
+  for (const n of inferred.notes) say(io, `note: ${n}`);
+  return c;
+}
+
+export async function loadCheckpointModel(f: CheckpointFlags, io: CliIO): Promise<LoadedModel> {
+  if (!existsSync(f.ckpt)) throw new UsageError(`--ckpt: no such file or directory: ${f.ckpt}`);
+  let config = await metaConfig(f.ckpt);
+  if (config === null) config = await inferredConfig(f, io);
+  else if (f.model !== undefined || SIZE_FIELDS.some((k) => f[k] !== undefined)) say(io, 'note: --model and size flags are ignored: the checkpoint\'s meta.json records its config');
+  const model = buildModel(config);
+  const values = await loadWeights(f.ckpt, model, f.which);
+  return { model, values };
+}

@@ -1,0 +1,258 @@
+/**
+ * `mdt train`: a training run from flags. The resolved flags are kept in RUN/cli.json, so
+ * `mdt train --out RUN --resume` continues a run without repeating them (flags given again
+ * override, e.g. a larger --steps).
+ */
+import { existsSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { writeFileAtomic } from '../../dsl/atomic-write.ts';
+import type { OptimizerConfig } from '../../compile/optim.ts';
+import { namedConfig } from '../config.ts';
+import { BUILTIN_DATASETS, DEFAULT_DATASET, loadBuiltinDataset, type BuiltinDataset } from '../data/builtin.ts';
+import type { ImageDataset } from '../data/dataset.ts';
+import { loadImageFolder, type LabelSource } from '../data/image-folder.ts';
+import { resizeTo } from '../data/resize.ts';
+import { openLatents, type LatentDataset } from '../vae/latents.ts';
+import { trainRun } from './train-run.ts';
+import { say, type CliIO } from './io.ts';
+import {
+  addSizeOptions, backendOption, intArg, modelNameArg, numberArg, option, respacingArg, sanitize,
+  sizeOverrides, startBackend, timestamp, UsageError, type BackendChoice, type SizeOverrides,
+} from './options.ts';
+import { startProgress, type Progress } from './progress.ts';
+
+/** Every default of `mdt train`, in one place. */
+export const TRAIN_DEFAULTS = {
+  model: 'MDT-S/2',
+  /** Size overrides applied when --model is left at its default. */
+  overrides: { depth: 4, hiddenSize: 96, numHeads: 4, patchSize: 4, decodeLayer: 1 } as SizeOverrides,
+  data: DEFAULT_DATASET as string,
+  labels: 'folder' as LabelSource,
+  imageSize: 32,
+  batchSize: 32,
+  lr: 1e-3,
+  weightDecay: 0,
+  /** Adan's global gradient-norm clip (MDTv2's recipe); AdamW does not clip. */
+  adanMaxGradNorm: 1.0,
+  ema: 0.999,
+  steps: 600,
+  seed: 0,
+  logEvery: 10,
+  sampleEvery: 300,
+  ckptEvery: 100,
+  sampleSteps: 'ddim25',
+  cfgScale: 2,
+  flip: true,
+};
+
+const CLI_RECORD = 'cli.json';
+/** Flags that describe this invocation rather than the run. */
+const NOT_RECORDED = new Set(['resume', 'out', 'backend']);
+
+interface TrainFlags extends SizeOverrides {
+  model: string;
+  data: string;
+  labels: LabelSource;
+  imageSize: number;
+  latents?: string;
+  batchSize: number;
+  lr: number;
+  optimizer?: 'adamw' | 'adan';
+  weightDecay: number;
+  maxGradNorm?: number;
+  ema: number;
+  steps: number;
+  seed: number;
+  backend: BackendChoice;
+  out?: string;
+  resume: boolean;
+  logEvery: number;
+  sampleEvery: number;
+  ckptEvery: number;
+  sampleSteps: string;
+  cfgScale: number;
+  flip: boolean;
+}
+
+export function trainCommand(program: Command, io: CliIO): Command {
+  const d = TRAIN_DEFAULTS;
+  const cmd = program
+    .command('train')
+    .description('train a DiT / MDT / MDTv2 on Fashion-MNIST, MNIST, an image folder or a latent cache');
+  cmd.addOption(option('--model <name>', 'model family and size: DiT|MDT-{S,B,L,XL}/{2,4,8} or MDTv2-{S,B,L,XL}/2', { default: d.model, parse: modelNameArg }));
+  addSizeOptions(cmd, (f) => {
+    const v = d.overrides[f];
+    return v === undefined ? "the model's" : `${v} with the default --model, else the model's`;
+  });
+  cmd
+    .addOption(option('--data <name|dir>', `${BUILTIN_DATASETS.join(', ')}, or a folder of PNG/JPEG images`, { default: d.data }))
+    .addOption(option('--labels <source>', 'classes of a folder --data: sub-folder names, file-name prefix before "_", or one class', { default: d.labels, choices: ['folder', 'prefix', 'none'] }))
+    .addOption(option('--image-size <n>', 'side of the training images (28×28 data is padded to 32, other sizes resized)', { default: d.imageSize, parse: intArg(4, 4096) }))
+    .addOption(option('--latents <dir>', 'train on a latent cache written by `mdt encode` (channels and size come from it)', { defaultText: 'none' }).conflicts(['data', 'imageSize', 'labels']))
+    .addOption(option('--batch-size <n>', 'images per step', { default: d.batchSize, parse: intArg(1, 1_000_000) }))
+    .addOption(option('--lr <x>', 'learning rate', { default: d.lr, parse: numberArg(0, Infinity, true) }))
+    .addOption(option('--optimizer <name>', 'optimizer', { defaultText: 'adamw for DiT/MDT, adan for MDTv2, as the official recipes', choices: ['adamw', 'adan'] }))
+    .addOption(option('--weight-decay <x>', 'decoupled weight decay', { default: d.weightDecay, parse: numberArg(0, Infinity) }))
+    .addOption(option('--max-grad-norm <x>', 'global gradient-norm clip (adan only)', { defaultText: `${d.adanMaxGradNorm.toFixed(1)} with adan; adamw does not clip`, parse: numberArg(0, Infinity, true) }))
+    .addOption(option('--ema <decay>', 'EMA decay of the weights used for samples', { default: d.ema, parse: numberArg(0, 1) }))
+    .addOption(option('--steps <n>', 'total training steps (with --resume: the new target)', { default: d.steps, parse: intArg(1) }))
+    .addOption(option('--seed <n>', 'seed of every random choice (init, batches, noise, masks)', { default: d.seed, parse: intArg(0) }))
+    .addOption(backendOption())
+    .addOption(option('--out <dir>', 'run directory', { defaultText: 'runs/<model>-<data>-<timestamp>' }))
+    .addOption(option('--resume', 'continue the run in --out from its latest checkpoint, bit for bit', { default: false }))
+    .addOption(option('--log-every <n>', 'steps between log.jsonl lines (and progress lines without a terminal)', { default: d.logEvery, parse: intArg(1) }))
+    .addOption(option('--sample-every <n>', 'steps between sample grids', { default: d.sampleEvery, parse: intArg(1) }))
+    .addOption(option('--ckpt-every <n>', 'steps between checkpoints', { default: d.ckptEvery, parse: intArg(1) }))
+    .addOption(option('--sample-steps <respacing>', 'sampler steps of the periodic grids: 250 (DDPM), ddim25, 25,25, …', { default: d.sampleSteps, parse: respacingArg }))
+    .addOption(option('--cfg-scale <w>', 'guidance scale of the periodic grids (1 = off)', { default: d.cfgScale, parse: numberArg(0, Infinity) }))
+    .addOption(option('--no-flip', 'do not mirror training images left–right', { default: d.flip, defaultText: 'mirrored with p = 0.5' }))
+    .action(async (_opts: TrainFlags, self: Command) => runTrain(self, io));
+  return cmd;
+}
+
+/** With --resume: the run's recorded flags stand in for those not given now. */
+async function applyRecordedFlags(cmd: Command, runDir: string): Promise<void> {
+  if (!existsSync(join(runDir, 'run.json'))) throw new UsageError(`--resume: ${runDir} holds no run (no run.json); give the --out of an existing run`);
+  const path = join(runDir, CLI_RECORD);
+  if (!existsSync(path)) return;
+  const recorded = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(recorded)) {
+    if (cmd.getOptionValueSource(k) !== 'cli') cmd.setOptionValueWithSource(k, v, 'config');
+  }
+}
+
+function optimizerConfig(f: TrainFlags, variant: string): OptimizerConfig {
+  const kind = f.optimizer ?? (variant === 'mdt-v2' ? 'adan' : 'adamw');
+  if (kind === 'adamw') {
+    if (f.maxGradNorm !== undefined) throw new UsageError('--max-grad-norm: only adan clips gradients; drop it or pass --optimizer adan');
+    return { kind, lr: f.lr, weightDecay: f.weightDecay };
+  }
+  return { kind, lr: f.lr, weightDecay: f.weightDecay, maxGradNorm: f.maxGradNorm ?? TRAIN_DEFAULTS.adanMaxGradNorm };
+}
+
+/**
+ * A latent cache as training data. With mirrored latents in the cache, both orientations are
+ * items of the set (2N of them), which replaces random flipping: mirroring a latent map is not
+ * the latent of the mirrored image.
+ */
+function latentTrainingSet(lat: LatentDataset, flip: boolean): ImageDataset {
+  const n = lat.size;
+  const both = flip && lat.manifest.flip;
+  return {
+    name: both ? `${lat.name}+mirrored` : lat.name,
+    size: both ? 2 * n : n,
+    // ImageDataset types channels for pixel data (1 | 3); training reads it only as a count.
+    channels: lat.channels as ImageDataset['channels'],
+    height: lat.height,
+    width: lat.width,
+    numClasses: lat.numClasses,
+    classNames: lat.classNames,
+    get(indices) {
+      const idx = Int32Array.from(indices, (i) => (i >= n ? i - n : i));
+      const r = lat.get(idx, both ? Uint8Array.from(indices, (i) => (i >= n ? 1 : 0)) : undefined);
+      return { images: r.latents, labels: r.labels };
+    },
+  };
+}
+
+interface TrainData {
+  readonly name: string;
+  readonly train: ImageDataset;
+  readonly flip: boolean;
+  close(): void;
+}
+
+async function loadTrainData(f: TrainFlags, io: CliIO): Promise<TrainData> {
+  if (f.latents !== undefined) {
+    const lat = await openLatents(f.latents);
+    const train = latentTrainingSet(lat, f.flip);
+    if (f.flip && !lat.manifest.flip) say(io, `${f.latents} holds no mirrored latents (encode without --no-flip to have them): training without flips`);
+    // Mirroring is in the data set itself (see latentTrainingSet), never on the latent maps.
+    return { name: train.name, train, flip: false, close: () => lat.close() };
+  }
+  const builtin = (BUILTIN_DATASETS as readonly string[]).includes(f.data);
+  if (!builtin && !statSync(f.data, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new UsageError(`--data: expected ${BUILTIN_DATASETS.join(', ')} or a folder of images, got ${JSON.stringify(f.data)} (no such folder)`);
+  }
+  let train: ImageDataset;
+  if (builtin) {
+    const ds = loadBuiltinDataset(f.data as BuiltinDataset, 'train');
+    train = f.imageSize === ds.height ? ds : resizeTo(ds, f.imageSize, f.imageSize === 32 && ds.height === 28 ? 'pad' : 'resize');
+  } else {
+    train = loadImageFolder(f.data, { size: f.imageSize, labels: f.labels });
+  }
+  return { name: train.name, train, flip: f.flip, close: () => {} };
+}
+
+function lossText(l: { loss: number; m_loss?: number }): string {
+  return `loss ${l.loss.toFixed(4)}${l.m_loss === undefined ? '' : ` | m_loss ${l.m_loss.toFixed(4)}`}`;
+}
+
+async function runTrain(cmd: Command, io: CliIO): Promise<void> {
+  const explicit = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+  if (cmd.opts().resume) {
+    if (!explicit('out')) throw new UsageError('--resume needs the --out of the run to continue');
+    await applyRecordedFlags(cmd, cmd.opts().out as string);
+  } else if (explicit('out') && existsSync(join(cmd.opts().out as string, 'latest'))) {
+    throw new UsageError(`--out: ${cmd.opts().out as string} already holds a run; pass --resume to continue it or choose another --out`);
+  }
+  const f = cmd.opts() as TrainFlags;
+  // The small default sizes belong to the default model only; a named model keeps its own.
+  const overrides: SizeOverrides = cmd.getOptionValueSource('model') === 'default' ? { ...TRAIN_DEFAULTS.overrides, ...sizeOverrides(f) } : sizeOverrides(f);
+  const variant = namedConfig(f.model).variant;
+  const optimizer = optimizerConfig(f, variant);
+
+  const backend = await startBackend(f.backend);
+  const data = await loadTrainData(f, io);
+  try {
+    const dataLabel = f.latents !== undefined ? basename(resolve(f.latents)) : builtinOrFolder(f.data);
+    const outDir = f.out ?? join('runs', sanitize(`${f.model}-${dataLabel}-${timestamp()}`));
+    const record = Object.fromEntries(Object.entries({ ...f, ...overrides }).filter(([k]) => !NOT_RECORDED.has(k)));
+    // Written once the run has started: a refused resume or a clash with an existing run keeps the old record.
+    let recorded: Promise<void> | null = null;
+    say(io, `training ${f.model} ${JSON.stringify(overrides)} on ${data.name} (${data.train.size} items) with ${optimizer.kind}, backend ${backend.name} → ${outDir}`);
+
+    const progress: { bar?: Progress } = {};
+    const result = await trainRun(
+      {
+        model: f.model,
+        overrides,
+        batchSize: f.batchSize,
+        steps: f.steps,
+        optimizer,
+        emaDecay: f.ema,
+        seed: f.seed,
+        outDir,
+        resume: f.resume,
+        logEvery: f.logEvery,
+        sampleEvery: f.sampleEvery,
+        checkpointEvery: f.ckptEvery,
+        sampleSteps: f.sampleSteps,
+        cfgScale: f.cfgScale,
+        flip: data.flip,
+      },
+      { name: data.name, train: data.train },
+      {
+        onMessage: (text) => say(io, text),
+        onStep(step, losses) {
+          recorded ??= writeFileAtomic(join(outDir, CLI_RECORD), `${JSON.stringify(record, null, 1)}\n`);
+          progress.bar ??= startProgress(io, { label: 'train', total: f.steps, start: step - 1, unit: 'steps', every: f.logEvery });
+          progress.bar.update(step, lossText(losses));
+        },
+      },
+    );
+    progress.bar?.stop();
+    await recorded;
+    const last = result.losses.at(-1);
+    say(io, `done: ${result.finalStep} steps${last ? `, last ${lossText(last)}` : ''}`);
+    say(io, `run: ${result.runDir} (log.jsonl, loss.png, samples/, checkpoints/)`);
+  } finally {
+    data.close();
+  }
+}
+
+function builtinOrFolder(data: string): string {
+  return (BUILTIN_DATASETS as readonly string[]).includes(data) ? data : basename(resolve(data));
+}

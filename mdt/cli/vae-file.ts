@@ -1,0 +1,74 @@
+/**
+ * `--vae FILE`: a diffusers AutoencoderKL .safetensors as plain NCHW tensor functions. Its
+ * widths, depth and channels are read off the keys (the SD VAE's are [128, 256, 512, 512], 2,
+ * 3 → 4); the group count and the latent scaling factor are not in the file and stay SD's.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { paramView, type ParamView } from '../../dsl/param.ts';
+import { openSafetensors } from '../../dsl/safetensors.ts';
+import { wrap } from '../../dsl/tensor.ts';
+import type { Maps } from '../../layers/conv.ts';
+import { autoencoderKL, loadVaeParams, type AutoencoderKL } from '../vae/autoencoder-kl.ts';
+import { downFactor, vaeConfig, type VaeConfig } from '../vae/config.ts';
+import { UsageError } from './options.ts';
+
+export interface Vae {
+  readonly config: VaeConfig;
+  readonly model: AutoencoderKL;
+  readonly params: ParamView;
+  readonly factor: number;
+  /** Images in [-1, 1] → latents (posterior mean × scaling factor). */
+  encode(images: tf.Tensor4D): tf.Tensor4D;
+  /** Latents → images, clipped to [-1, 1]. */
+  decode(latents: tf.Tensor4D): tf.Tensor4D;
+  dispose(): void;
+}
+
+/** The architecture fields of a diffusers AutoencoderKL state dict. */
+export function vaeConfigFromKeys(shapes: ReadonlyMap<string, readonly number[]>, path: string): VaeConfig {
+  const dim = (key: string, axis: number): number => {
+    const s = shapes.get(key);
+    if (s === undefined) throw new UsageError(`--vae: ${path} has no ${key}; expected a diffusers AutoencoderKL state dict (e.g. sd-vae-ft-mse's diffusion_pytorch_model.safetensors)`);
+    return s[axis]!;
+  };
+  const count = (prefix: string): number => new Set([...shapes.keys()].map((k) => (k.startsWith(prefix) ? k.slice(prefix.length).split('.')[0] : undefined)).filter((v) => v !== undefined)).size;
+  const blocks = count('encoder.down_blocks.');
+  return vaeConfig({
+    inChannels: dim('encoder.conv_in.weight', 1),
+    outChannels: dim('decoder.conv_out.weight', 0),
+    blockOutChannels: Array.from({ length: blocks }, (_, i) => dim(`encoder.down_blocks.${i}.resnets.0.conv1.weight`, 0)),
+    layersPerBlock: count('encoder.down_blocks.0.resnets.'),
+    latentChannels: dim('post_quant_conv.weight', 0),
+  });
+}
+
+export async function openVae(path: string): Promise<Vae> {
+  const f = await openSafetensors(path).catch((e: unknown) => {
+    throw new UsageError(`--vae: ${(e as Error).message}`);
+  });
+  let config: VaeConfig;
+  try {
+    config = vaeConfigFromKeys(new Map([...f.entries].map(([k, e]) => [k, e.shape])), path);
+  } finally {
+    await f.close();
+  }
+  const vae = autoencoderKL(config);
+  const values = await loadVaeParams(vae, path);
+  const p = paramView(values);
+  return {
+    config,
+    model: vae,
+    params: p,
+    factor: downFactor(config),
+    encode(images) {
+      return vae.encodeToLatents(p, wrap<Maps>(images)).raw as tf.Tensor4D;
+    },
+    decode(latents) {
+      const x = vae.decode(p, wrap<Maps>(latents)).raw;
+      const clipped = tf.clipByValue(x, -1, 1) as tf.Tensor4D;
+      x.dispose();
+      return clipped;
+    },
+    dispose: () => tf.dispose([...values.values()]),
+  };
+}
