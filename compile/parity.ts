@@ -20,6 +20,8 @@ export interface FixtureCase {
   readonly inputs: Readonly<Record<string, string | number>>;
   readonly params?: Readonly<Record<string, string | number>>;
   readonly outputs: Readonly<Record<string, string>>;
+  /** Extra official activations, for debugging. */
+  readonly intermediates?: Readonly<Record<string, string>>;
   readonly rtol: number;
   readonly atol: number;
   readonly output_tolerances?: Readonly<Record<string, { rtol: number; atol: number }>>;

@@ -1,3 +1,4 @@
+import type { FixtureCase } from '../compile/parity.ts';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -32,17 +33,6 @@ const FIXTURES = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url
 const FIXTURE_NAMES = ['mdt-v1-tiny', 'mdt-v2-tiny', 'dit-tiny'] as const;
 const KINDS = new Set(['q_sample', 'training_losses', 'p_sample_step', 'ddim_step']);
 
-interface FixtureCase {
-  name: string;
-  kind: string;
-  inputs: Record<string, string | number>;
-  params?: Record<string, string>;
-  outputs: Record<string, string>;
-  intermediates?: Record<string, string>;
-  rtol: number;
-  atol: number;
-  output_tolerances?: Record<string, { rtol: number; atol: number }>;
-}
 
 interface Stored {
   shape: number[];
@@ -197,7 +187,7 @@ function runCase(fx: Fixture, c: FixtureCase, backend: Backend): void {
         break;
       }
       case 'p_sample_step': {
-        const tables = respacedTables(1000, c.params?.timestep_respacing ?? '');
+        const tables = respacedTables(1000, String(c.params?.timestep_respacing ?? ''));
         const xt = ck.input('x_t');
         const y = ck.ints(ck.input('y'));
         const model = ck.recorded(ck.inter('model_output'), ck.ints(ck.inter('t_orig')), y, xt);
@@ -209,7 +199,7 @@ function runCase(fx: Fixture, c: FixtureCase, backend: Backend): void {
         break;
       }
       case 'ddim_step': {
-        const tables = respacedTables(1000, c.params?.timestep_respacing ?? '');
+        const tables = respacedTables(1000, String(c.params?.timestep_respacing ?? ''));
         const xt = ck.input('x_t');
         const y = ck.ints(ck.input('y'));
         const model = ck.recorded(ck.inter('model_output'), ck.ints(ck.inter('t_orig')), y, xt);

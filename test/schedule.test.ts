@@ -1,12 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { openSafetensors } from '../dsl/safetensors.ts';
-import type { StFile } from '../dsl/safetensors.ts';
 import { linearBetas, tablesFromBetas, f32 } from '../mdt/diffusion/schedule.ts';
-import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
 import { spaceTimesteps, respacedTables } from '../mdt/diffusion/respace.ts';
 import { powerCosineWeight, paperWeight, constantWeight, guidanceWeight } from '../mdt/diffusion/guidance-weight.ts';
 import { minSnrWeight, minSnrWeights } from '../mdt/diffusion/min-snr.ts';
@@ -254,113 +249,4 @@ test('property: min-SNR weight lies in (0, 1] and is 1 exactly while SNR ≤ γ'
   assert.throws(() => minSnrWeight(0, 1), /> 0/);
 });
 
-// ---- Golden fixtures from the official PyTorch code (FORMAT.md §5, §8–9) ----
-
-const FIXTURES = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url));
-const FIXTURE_NAMES = ['mdt-v1-tiny', 'mdt-v2-tiny', 'dit-tiny'];
-
-interface FixtureCase {
-  name: string;
-  kind: string;
-  inputs: Record<string, string | number>;
-  params?: Record<string, string>;
-  outputs: Record<string, string>;
-  rtol: number;
-  atol: number;
-  output_tolerances?: Record<string, { rtol: number; atol: number }>;
-}
-
-const TABLE_FIELDS: Record<string, keyof DiffusionTables> = {
-  betas: 'betas',
-  alphas_cumprod: 'alphasCumprod',
-  alphas_cumprod_prev: 'alphasCumprodPrev',
-  sqrt_alphas_cumprod: 'sqrtAlphasCumprod',
-  sqrt_one_minus_alphas_cumprod: 'sqrtOneMinusAlphasCumprod',
-  sqrt_recip_alphas_cumprod: 'sqrtRecipAlphasCumprod',
-  sqrt_recipm1_alphas_cumprod: 'sqrtRecipm1AlphasCumprod',
-  posterior_variance: 'posteriorVariance',
-  posterior_log_variance_clipped: 'posteriorLogVarianceClipped',
-  posterior_mean_coef1: 'posteriorMeanCoef1',
-  posterior_mean_coef2: 'posteriorMeanCoef2',
-};
-
-async function readNumbers(file: StFile, key: string): Promise<number[]> {
-  const { data } = await file.read(key);
-  return data instanceof BigInt64Array ? Array.from(data, Number) : Array.from(data);
-}
-
-/** max|A − E| / (atol + rtol·max|E|): ≤ 1 passes (FORMAT.md §5); exact comparisons give 0 or ∞. */
-function errorRatio(actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number, atol: number, what: string): number {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  let maxDiff = 0;
-  let maxAbs = 0;
-  for (let i = 0; i < expected.length; i++) {
-    maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]));
-    maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
-  }
-  const allowed = atol + rtol * maxAbs;
-  return allowed === 0 ? (maxDiff === 0 ? 0 : Infinity) : maxDiff / allowed;
-}
-
-async function caseResults(c: FixtureCase, file: StFile): Promise<Array<[group: string, output: string, actual: ArrayLike<number>]>> {
-  switch (c.kind) {
-    case 'schedule': {
-      const spec = c.params?.timestep_respacing;
-      assert.equal(typeof spec, 'string', `${c.name}: params.timestep_respacing`);
-      const tables = respacedTables(1000, spec as string);
-      return Object.keys(c.outputs).map((output): [string, string, ArrayLike<number>] => {
-        if (output === 'timestep_map') return ['timestep_map', output, tables.timestepMap];
-        if (output === 'betas_linspace_f64') return ['schedule F64', output, linearBetas(1000)];
-        const f64 = output.endsWith('_f64');
-        const field = TABLE_FIELDS[f64 ? output.slice(0, -'_f64'.length) : output];
-        assert.ok(field, `${c.name}: unknown table ${output}`);
-        const table = tables[field] as Float64Array;
-        return f64 ? ['schedule F64', output, table] : ['schedule F32', output, f32(table)];
-      });
-    }
-    case 'cfg_weights': {
-      const t = await readNumbers(file, c.inputs.t as string);
-      const opts = { scale: c.inputs.cfg_scale as number, power: c.inputs.scale_pow as number, T: c.inputs.diffusion_steps as number };
-      return [['cfg_weights', 'w_t', t.map((step) => powerCosineWeight(step, opts))]];
-    }
-    case 'min_snr_weights': {
-      const t = await readNumbers(file, c.inputs.t as string);
-      const weights = minSnrWeights(respacedTables(1000, ''), 5);
-      return [['min_snr_weights', 'mse_weight', t.map((step) => weights[step])]];
-    }
-    default:
-      return [];
-  }
-}
-
-const haveFixtures = FIXTURE_NAMES.every((f) => existsSync(`${FIXTURES}${f}/cases.json`));
-
-test('golden fixtures: schedule, cfg_weights and min_snr_weights cases', { skip: haveFixtures ? false : `no fixtures under ${FIXTURES}` }, async (t) => {
-  const worst = new Map<string, { ratio: number; where: string }>();
-  let checked = 0;
-  for (const fixture of FIXTURE_NAMES) {
-    const cases = JSON.parse(readFileSync(`${FIXTURES}${fixture}/cases.json`, 'utf8')) as FixtureCase[];
-    const file = await openSafetensors(`${FIXTURES}${fixture}/cases.safetensors`);
-    try {
-      for (const c of cases) {
-        for (const [group, output, actual] of await caseResults(c, file)) {
-          const tol = c.output_tolerances?.[output] ?? { rtol: c.rtol, atol: c.atol };
-          const expected = await readNumbers(file, c.outputs[output]);
-          const where = `${fixture}/${c.name}/${output}`;
-          const ratio = errorRatio(actual, expected, tol.rtol, tol.atol, where);
-          assert.ok(ratio <= 1, `${where}: error/allowed = ${ratio} (rtol ${tol.rtol}, atol ${tol.atol})`);
-          if (ratio >= (worst.get(group)?.ratio ?? -1)) worst.set(group, { ratio, where });
-          checked++;
-        }
-      }
-    } finally {
-      await file.close();
-    }
-  }
-  for (const group of ['schedule F64', 'schedule F32', 'timestep_map', 'cfg_weights', 'min_snr_weights']) {
-    const w = worst.get(group);
-    assert.ok(w, `no ${group} outputs found in the fixtures`);
-    t.diagnostic(`${group}: worst error/allowed ${w.ratio.toExponential(2)} at ${w.where}`);
-  }
-  t.diagnostic(`${checked} outputs compared`);
-});
+// The golden schedule, cfg_weights and min_snr_weights cases run in test/parity.test.ts.
