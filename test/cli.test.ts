@@ -237,6 +237,10 @@ test('latent models: encode a folder, then sample and inpaint through --vae', as
     await t.test('train --latents on the cache', async () => {
       const r = await cli('train', '--latents', cache, '--depth', '2', '--hidden-size', '32', '--num-heads', '2', '--patch-size', '2', '--batch-size', '4', '--steps', '2', '--sample-steps', 'ddim2', '--out', join(dir, 'run'));
       assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /no sample grids: 4-channel samples need a decoder/);
+      const withVae = await cli('train', '--latents', cache, '--vae', vaePath, '--depth', '2', '--hidden-size', '32', '--num-heads', '2', '--patch-size', '2', '--batch-size', '4', '--steps', '2', '--sample-steps', 'ddim2', '--out', join(dir, 'run-vae'));
+      assert.equal(withVae.code, 0, withVae.err);
+      assert.ok(existsSync(join(dir, 'run-vae', 'samples', 'step-000002.png')), 'a --vae run decodes its sample grids');
       assert.match(r.out, /@latents\+mirrored \(12 items\)/);
     });
   } finally {

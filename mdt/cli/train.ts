@@ -15,7 +15,9 @@ import type { ImageDataset } from '../data/dataset.ts';
 import { loadImageFolder, type LabelSource } from '../data/image-folder.ts';
 import { resizeTo } from '../data/resize.ts';
 import { openLatents, type LatentDataset } from '../vae/latents.ts';
+import type * as tf from '@tensorflow/tfjs';
 import { trainRun } from './train-run.ts';
+import { openVae } from './vae-file.ts';
 import { say, type CliIO } from './io.ts';
 import {
   addSizeOptions, backendOption, intArg, modelNameArg, numberArg, option, respacingArg, sanitize,
@@ -57,6 +59,7 @@ interface TrainFlags extends SizeOverrides {
   labels: LabelSource;
   imageSize: number;
   latents?: string;
+  vae?: string;
   batchSize: number;
   lr: number;
   optimizer?: 'adamw' | 'adan';
@@ -91,6 +94,7 @@ export function trainCommand(program: Command, io: CliIO): Command {
     .addOption(option('--labels <source>', 'classes of a folder --data: sub-folder names, file-name prefix before "_", or one class', { default: d.labels, choices: ['folder', 'prefix', 'none'] }))
     .addOption(option('--image-size <n>', 'side of the training images (28×28 data is padded to 32, other sizes resized)', { default: d.imageSize, parse: intArg(4, 4096) }))
     .addOption(option('--latents <dir>', 'train on a latent cache written by `mdt encode` (channels and size come from it)', { defaultText: 'none' }).conflicts(['data', 'imageSize', 'labels']))
+    .addOption(option('--vae <file>', 'SD VAE (diffusers .safetensors) to decode the periodic sample grids of a --latents run', { defaultText: 'none: latent runs write no grids' }))
     .addOption(option('--batch-size <n>', 'images per step', { default: d.batchSize, parse: intArg(1, 1_000_000) }))
     .addOption(option('--lr <x>', 'learning rate', { default: d.lr, parse: numberArg(0, Infinity, true) }))
     .addOption(option('--optimizer <name>', 'optimizer', { defaultText: 'adamw for DiT/MDT, adan for MDTv2, as the official recipes', choices: ['adamw', 'adan'] }))
@@ -206,6 +210,7 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
 
   const backend = await startBackend(f.backend);
   const data = await loadTrainData(f, io);
+  const vae = f.vae === undefined ? null : await openVae(f.vae);
   try {
     const dataLabel = f.latents !== undefined ? basename(resolve(f.latents)) : builtinOrFolder(f.data);
     const outDir = f.out ?? join('runs', sanitize(`${f.model}-${dataLabel}-${timestamp()}`));
@@ -233,7 +238,7 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
         cfgScale: f.cfgScale,
         flip: data.flip,
       },
-      { name: data.name, train: data.train },
+      { name: data.name, train: data.train, ...(vae ? { decode: (x: tf.Tensor4D) => vae.decode(x) } : {}) },
       {
         onMessage: (text) => say(io, text),
         onStep(step, losses) {
@@ -249,6 +254,7 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
     say(io, `done: ${result.finalStep} steps${last ? `, last ${lossText(last)}` : ''}`);
     say(io, `run: ${result.runDir} (log.jsonl, loss.png, samples/, checkpoints/)`);
   } finally {
+    vae?.dispose();
     data.close();
   }
 }
