@@ -105,24 +105,35 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
       const yMasked = dropLabels(y, bernoulli(foldIn(key, 2), batch, c.classDropoutProb), c.numClasses);
       const plan = masked ? stepMaskPlan(c, batch, foldIn(key, 3)) : null;
       const stats = tf.tidy(() => {
-        const noise = tf.tensor4d(normal(foldIn(key, 4), n), x0.shape);
-        const noiseMasked = masked ? tf.tensor4d(normal(foldIn(key, 5), n), x0.shape) : null;
-        let parts: tf.Tensor[] = [];
-        const { value, grads } = tf.variableGrads(() => {
-          tf.dispose(parts);
-          const a = trainingLosses(denoiserOf(model, params), tables, x0, t, yFull, noise, { minSnrGamma });
-          let total = tf.mean(a.loss);
-          parts = [tf.mean(a.loss), tf.mean(a.mse), tf.mean(a.vb)];
-          if (noiseMasked && plan) {
-            const b = trainingLosses(denoiserOf(model, params, plan), tables, x0, t, yMasked, noiseMasked, { minSnrGamma });
-            total = tf.add(total, tf.mean(b.loss));
-            parts.push(tf.mean(b.loss), tf.mean(b.mse), tf.mean(b.vb));
+        const vars = [...trainable.values()];
+        // Each branch's gradients are taken on their own: the tape keeps every activation and
+        // every intermediate gradient of a backward pass alive until it ends, so one pass over
+        // both branches needs about twice the memory (MDT-S/2 at batch 8 then exceeds wasm's
+        // 4 GB heap). The sum of the two is the gradient of loss + m_loss.
+        const branch = (mask: MaskPlan | null, labels: Int32Array, noise: tf.Tensor4D) => {
+          let parts: tf.Tensor[] = [];
+          const { value, grads } = tf.variableGrads(() => {
+            tf.dispose(parts);
+            const l = trainingLosses(denoiserOf(model, params, mask), tables, x0, t, labels, noise, { minSnrGamma });
+            parts = [tf.mean(l.loss), tf.mean(l.mse), tf.mean(l.vb)].map((p) => tf.keep(p));
+            return tf.mean(l.loss) as tf.Scalar;
+          }, vars);
+          value.dispose();
+          return { parts, grads };
+        };
+        const full = branch(null, yFull, tf.tensor4d(normal(foldIn(key, 4), n), x0.shape));
+        const grads = new Map(Object.entries(full.grads).map(([name, g]) => [name.slice(scope.length), g]));
+        const parts = [...full.parts];
+        if (plan) {
+          const m = branch(plan, yMasked, tf.tensor4d(normal(foldIn(key, 5), n), x0.shape));
+          for (const [name, g] of Object.entries(m.grads)) {
+            const path = name.slice(scope.length);
+            const prev = grads.get(path);
+            grads.set(path, prev === undefined ? g : tf.add(prev, g));
           }
-          parts = parts.map((p) => tf.keep(p));
-          return total as tf.Scalar;
-        }, [...trainable.values()]);
-        value.dispose();
-        optimizer.apply(trainable, new Map(Object.entries(grads).map(([name, g]) => [name.slice(scope.length), g])));
+          parts.push(...m.parts);
+        }
+        optimizer.apply(trainable, grads);
         ema.update(trainable);
         const packed = tf.stack(parts);
         tf.dispose(parts);

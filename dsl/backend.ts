@@ -20,7 +20,7 @@ export interface BackendInfo {
 export interface InitOptions {
   /** 'auto' (the default) defers to MDT_BACKEND, then to the automatic order. */
   prefer?: BackendName | 'auto';
-  /** wasm threads; defaults to MDT_WASM_THREADS, then to the available cores (at most 8). */
+  /** wasm threads; defaults to MDT_WASM_THREADS, then to the available cores (at most 8; see resolveThreads). */
   threads?: number;
 }
 
@@ -82,6 +82,20 @@ function resolvePreference(prefer: unknown): { want: BackendName | 'auto'; sourc
   return { want: env, source: 'MDT_BACKEND' };
 }
 
+/**
+ * The default is every available core (at most 8): threads are on because the models this
+ * project trains gain from them. Measured on its 2-core machine (npm run bench; training step
+ * with both branches, AdamW and EMA; results are bitwise the same for any thread count):
+ * with both cores free, 2 threads take the main job (pixel MDT, 64 tokens, D 128, batch 32)
+ * from 2.3 s to 1.7 s and MDT-S/2 at batch 8 from ~33 s to ~18 s.
+ *
+ * The rule for 1 thread (MDT_WASM_THREADS=1): a model whose ops are tiny — under ~1 GFLOP
+ * per training step, like the 16-token test configs — where XNNPACK's per-op dispatch to the
+ * pool costs more than it saves (~90 → ~160 ms per step); and a machine where other processes
+ * keep a core busy, since the caller waits at every op for a worker that is descheduled (the
+ * main job then takes ~20% longer on 2 threads than on 1). The pool size is fixed when the
+ * backend starts, before any model exists, so the choice cannot follow the model.
+ */
 function resolveThreads(threads: unknown): { threads: number; source: string } {
   const check = (v: unknown, source: string, given: string) => {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > WASM_MAX_THREADS) {

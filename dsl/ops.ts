@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Broadcast, Dim, Mul, Numel, Shape, ShapeError } from './shape.ts';
 import { wrap, type Tensor } from './tensor.ts';
-import { matmul2d } from './matmul.ts';
+import { customOp, linear2d, linearBackward, linearForward, matmul2d, type Piece } from './matmul.ts';
 
 type Last<S extends Shape> = S extends readonly [...Shape, infer L] ? L : never;
 type Init<S extends Shape> = S extends readonly [...infer I extends Shape, Dim] ? I : never;
@@ -31,8 +31,7 @@ export function linear<const S extends Shape, I extends Dim, O extends Dim>(
 ): Tensor<readonly [...S, O]> {
   const i = x.raw.shape[x.raw.rank - 1]!;
   const lead = x.raw.shape.slice(0, -1);
-  let y = matmul2d(tf.reshape(x.raw, [-1, i]) as tf.Tensor2D, tf.transpose(weight.raw) as tf.Tensor2D) as tf.Tensor;
-  if (bias) y = tf.add(y, bias.raw);
+  const y = linear2d(tf.reshape(x.raw, [-1, i]) as tf.Tensor2D, weight.raw as tf.Tensor2D, bias?.raw as tf.Tensor1D | undefined);
   return wrap(tf.reshape(y, [...lead, weight.raw.shape[0]!]));
 }
 
@@ -49,31 +48,162 @@ export function scale<const S extends Shape>(a: Tensor<S>, s: number): Tensor<S>
   return wrap(tf.mul(a.raw, s));
 }
 
+// d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
+const siluOp = customOp<(x: tf.Tensor) => tf.Tensor>({
+  forward: (x) => {
+    const s = tf.sigmoid(x);
+    return { value: tf.mul(x, s), saved: [x, s] };
+  },
+  backward: (dy, [x, s]) => [tf.mul(dy, tf.mul(s!, tf.add(tf.mul(x!, tf.sub(1, s!)), 1)))],
+});
+
 export function silu<const S extends Shape>(x: Tensor<S>): Tensor<S> {
-  return wrap(tf.mul(x.raw, tf.sigmoid(x.raw)));
+  return wrap(siluOp(x.raw));
 }
 
-const GELU_C = Math.sqrt(2 / Math.PI);
+// 0.5·(1 + tanh(u)) = σ(2u): the tanh form as one sigmoid, which wasm runs vectorised
+// (its tanh is ~15× slower), with u = √(2/π)·(x + 0.044715·x³) written as x·(A + B·x²).
+const GELU_A = 2 * Math.sqrt(2 / Math.PI);
+const GELU_B = GELU_A * 0.044715;
+
+/** σ(x·(A + B·x²)): GELU(x) = x·geluGate(x). */
+function geluGate(x: tf.Tensor): tf.Tensor {
+  return tf.sigmoid(tf.mul(x, tf.add(tf.mul(tf.mul(x, x), GELU_B), GELU_A)));
+}
+
+/** d/dx x·σ(z) = σ(z)·(1 + x·(1 − σ(z))·z'), z' = A + 3B·x², from x and s = σ(z). */
+function geluGrad(dy: tf.Tensor, x: tf.Tensor, s: tf.Tensor): tf.Tensor {
+  const dz = tf.add(tf.mul(tf.mul(x, x), 3 * GELU_B), GELU_A);
+  return tf.mul(dy, tf.mul(s, tf.add(tf.mul(tf.mul(x, tf.sub(1, s)), dz), 1)));
+}
+
+const geluOp = customOp<(x: tf.Tensor) => tf.Tensor>({
+  forward: (x) => {
+    const s = geluGate(x);
+    return { value: tf.mul(x, s), saved: [x, s] };
+  },
+  backward: (dy, [x, s]) => [geluGrad(dy, x!, s!)],
+});
+
 /** GELU, tanh approximation (PyTorch `approximate="tanh"`), the form DiT/MDT use. */
 export function geluTanh<const S extends Shape>(x: Tensor<S>): Tensor<S> {
-  const r = x.raw;
-  const inner = tf.mul(tf.add(r, tf.mul(tf.pow(r, 3), 0.044715)), GELU_C);
-  return wrap(tf.mul(tf.mul(r, 0.5), tf.add(tf.tanh(inner), 1)));
+  return wrap(geluOp(x.raw));
 }
+
+/**
+ * timm's Mlp on the last axis: (x, fc1 weight, fc1 bias, fc2 weight, fc2 bias) → fc2(GELU(fc1(x))).
+ * As one piece, the hidden activations (4× the width) are kept once, as fc1's output and its
+ * GELU gate, and their gradients are freed as soon as the MLP's backward is done.
+ */
+export const mlpPiece: Piece = {
+  forward: (x, w1, b1, w2, b2) => {
+    const rows = tf.reshape(x!, [-1, x!.shape[x!.rank - 1]!]) as tf.Tensor2D;
+    const h = linearForward(rows, w1 as tf.Tensor2D, b1 as tf.Tensor1D);
+    const s = geluGate(h);
+    const y = linearForward(tf.mul(h, s) as tf.Tensor2D, w2 as tf.Tensor2D, b2 as tf.Tensor1D);
+    return { value: tf.reshape(y, x!.shape), saved: [rows, w1!, w2!, h, s] };
+  },
+  backward: (dy, [rows, w1, w2, h, s]) => {
+    const [dg, dw2, db2] = linearBackward(tf.reshape(dy, [-1, dy.shape[dy.rank - 1]!]) as tf.Tensor2D, tf.mul(h!, s!) as tf.Tensor2D, w2 as tf.Tensor2D, true);
+    const [dx, dw1, db1] = linearBackward(geluGrad(dg!, h!, s!) as tf.Tensor2D, rows as tf.Tensor2D, w1 as tf.Tensor2D, true);
+    return [tf.reshape(dx!, dy.shape), dw1!, db1!, dw2!, db2!];
+  },
+};
 
 /** Softmax over the last axis. */
 export function softmax<const S extends Shape>(x: Tensor<S>): Tensor<S> {
   return wrap(tf.softmax(x.raw));
 }
 
+/** (x − mean)·rsqrt(var + eps) over the last axis, and the rsqrt factor (keepDims). */
+function normalize(x: tf.Tensor, eps: number): { y: tf.Tensor; r: tf.Tensor } {
+  const axis = x.rank - 1;
+  const centered = tf.sub(x, tf.mean(x, axis, true));
+  const r = tf.rsqrt(tf.add(tf.mean(tf.mul(centered, centered), axis, true), eps));
+  return { y: tf.mul(centered, r), r };
+}
+
+/** dx of y = normalize(x) from dy: r·(dy − mean(dy) − y·mean(dy·y)), all over the last axis. */
+function normalizeGrad(dy: tf.Tensor, y: tf.Tensor, r: tf.Tensor): tf.Tensor {
+  const axis = y.rank - 1;
+  const proj = tf.mul(y, tf.mean(tf.mul(dy, y), axis, true));
+  return tf.mul(tf.sub(tf.sub(dy, tf.mean(dy, axis, true)), proj), r);
+}
+
+function layerNormOp(eps: number) {
+  return customOp<(x: tf.Tensor) => tf.Tensor>({
+    forward: (x) => {
+      const { y, r } = normalize(x, eps);
+      return { value: y, saved: [y, r] };
+    },
+    backward: (dy, [y, r]) => [normalizeGrad(dy, y!, r!)],
+  });
+}
+
+/**
+ * LN(x)·(1 + scale) + shift with per-row-group (shift, scale): x is (G, L, D) and they are
+ * (G, D), broadcast over L (adaLN's modulate). The gradients of shift and scale are sums over L.
+ */
+function layerNormModulatePiece(eps: number): Piece {
+  return {
+    forward: (x, shift, scale) => {
+      const { y, r } = normalize(x!, eps);
+      const gain = tf.add(tf.expandDims(scale!, 1), 1);
+      return { value: tf.add(tf.mul(y, gain), tf.expandDims(shift!, 1)), saved: [y, r, gain] };
+    },
+    backward: (dz, [y, r, gain]) => [normalizeGrad(tf.mul(dz, gain!), y!, r!), tf.sum(dz, 1), tf.sum(tf.mul(dz, y!), 1)],
+  };
+}
+
+function layerNormModulateOp(eps: number) {
+  return customOp<(x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor) => tf.Tensor>(layerNormModulatePiece(eps));
+}
+
+/**
+ * adaLN-Zero's residual branch x + gate·inner(modulate(LN(x), shift, scale)) as one piece:
+ * inputs x (G, L, D), shift, scale, gate (G, D), then `inner`'s own inputs after its first.
+ * Keeps LN(x), the modulation and inner's output (for the gate's gradient); nothing of the
+ * branch's glue reaches the tape.
+ */
+export function adaLNResidual(inner: Piece, eps: number): Piece {
+  const ln = layerNormModulatePiece(eps);
+  const LN_SAVED = 3;
+  return {
+    forward: (x, shift, scale, gate, ...rest) => {
+      const z = ln.forward(x!, shift!, scale!);
+      const h = inner.forward(z.value, ...rest);
+      const g = tf.expandDims(gate!, 1);
+      return { value: tf.add(x!, tf.mul(g, h.value)), saved: [...z.saved, g, h.value, ...h.saved] };
+    },
+    backward: (dy, saved) => {
+      const [g, h] = saved.slice(LN_SAVED, LN_SAVED + 2) as [tf.Tensor, tf.Tensor];
+      const [dz, ...dRest] = inner.backward(tf.mul(dy, g), saved.slice(LN_SAVED + 2));
+      const [dx, dShift, dScale] = ln.backward(dz!, saved.slice(0, LN_SAVED));
+      return [tf.add(dy, dx!), dShift!, dScale!, tf.sum(tf.mul(dy, h), 1), ...dRest];
+    },
+  };
+}
+
+const lnOps = new Map<number, ReturnType<typeof layerNormOp>>();
+const lnModOps = new Map<number, ReturnType<typeof layerNormModulateOp>>();
+
 /** LayerNorm over the last axis without affine parameters (biased variance). */
 export function layerNorm<const S extends Shape>(x: Tensor<S>, eps: number): Tensor<S> {
-  const r = x.raw;
-  const axis = r.rank - 1;
-  const mean = tf.mean(r, axis, true);
-  const centered = tf.sub(r, mean);
-  const variance = tf.mean(tf.square(centered), axis, true);
-  return wrap(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))));
+  let op = lnOps.get(eps);
+  if (op === undefined) lnOps.set(eps, (op = layerNormOp(eps)));
+  return wrap(op(x.raw));
+}
+
+/** modulate(LN(x), shift, scale) = LN(x)·(1 + scale) + shift, per sample, broadcast over tokens. */
+export function layerNormModulate<G extends Dim, L extends Dim, D extends Dim>(
+  x: Tensor<readonly [G, L, D]>,
+  shift: Tensor<readonly [G, NoInfer<D>]>,
+  scale: Tensor<readonly [G, NoInfer<D>]>,
+  eps: number,
+): Tensor<readonly [G, L, D]> {
+  let op = lnModOps.get(eps);
+  if (op === undefined) lnModOps.set(eps, (op = layerNormModulateOp(eps)));
+  return wrap(op(x.raw, shift.raw, scale.raw));
 }
 
 /** Reshape; a wrong element count is a compile error when both shapes are small literals. */

@@ -3,7 +3,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { Dim, Sym } from '../dsl/shape.ts';
 import { layer, named, type Layer } from '../dsl/layer.ts';
 import { mergeDecls, prefixDecls, type ParamDecls, type ParamView } from '../dsl/param.ts';
-import { add, chunkLast, concatLast, layerNorm, linear as linearOp, mul, silu } from '../dsl/ops.ts';
+import { adaLNResidual, chunkLast, concatLast, layerNormModulate, linear as linearOp, mlpPiece, silu } from '../dsl/ops.ts';
+import { customOp } from '../dsl/matmul.ts';
 import { wrap, type Tensor } from '../dsl/tensor.ts';
 import { linear, zeros } from './linear.ts';
 import { mlp } from './mlp.ts';
@@ -17,11 +18,6 @@ export interface BlockCtx<D extends Dim = Dim> extends AttnCtx {
   readonly c: Tensor<readonly [B, D]>;
   /** MDTv2 long/dense skip input, (B, L, D); required by blocks built with `skip`. */
   readonly skip?: Tensor<readonly [B, Dim, D]>;
-}
-
-/** modulate(x, shift, scale) = x·(1 + scale) + shift, per sample, broadcast over tokens. */
-export function modulate<L extends Dim, D extends Dim>(x: Tensor<readonly [B, L, D]>, shift: Tensor<readonly [B, D]>, scale: Tensor<readonly [B, D]>): Tensor<readonly [B, L, D]> {
-  return wrap(tf.add(tf.mul(x.raw, tf.add(tf.expandDims(scale.raw, 1), 1)), tf.expandDims(shift.raw, 1)));
 }
 
 /** SiLU(c) → Linear(D → n·D), zero-initialised (adaLN-Zero), split into n chunks in declaration order. */
@@ -43,13 +39,23 @@ export interface BlockOptions {
   readonly skip: boolean;
 }
 
+type Branch = (x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor, gate: tf.Tensor, ...inner: tf.Tensor[]) => tf.Tensor;
+
+// Shared by every block: the MLP branch depends on nothing but its inputs.
+const mlpBranch = customOp<Branch>(adaLNResidual(mlpPiece, LN_EPS));
+const MLP_PARAMS = ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'];
+
 /**
  * x ← x + gate_msa·Attn(modulate(LN(x), shift_msa, scale_msa))
  * x ← x + gate_mlp·MLP(modulate(LN(x), shift_mlp, scale_mlp))
  * with (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp) from adaLN(c), in that order.
+ * Each line runs as one fused op with a hand-written gradient (adaLNResidual).
  */
 export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o: BlockOptions): Layer<readonly [B, L, D], readonly [B, L, D], BlockCtx<D>> {
-  const attn = named('attn', attention(b, len, dim, o.heads, o.grid));
+  const attnLayer = attention(b, len, dim, o.heads, o.grid);
+  const attn = named('attn', attnLayer);
+  const attnBranch = customOp<Branch>(adaLNResidual(attnLayer.piece, LN_EPS));
+  // The MLP's parameters as layers/mlp.ts declares them; the branch runs them as mlpPiece.
   const ff = named('mlp', mlp([b, len] as const, dim, Math.round(dim * o.mlpRatio)));
   const skipLinear = o.skip ? named('skip_linear', linear([b, len] as const, (2 * dim) as Dim, dim)) : null;
   const params = mergeDecls(attn.params, ff.params, adaLNDecls(dim, 6), skipLinear ? skipLinear.params : {});
@@ -59,11 +65,10 @@ export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o
       if (!ctx.skip) throw new Error('adaLNBlock: this block has skip_linear but no skip input was given');
       x = skipLinear.apply(p, concatLast(x, ctx.skip as Tensor<readonly [B, L, D]>) as unknown as Tensor<readonly [B, L, Dim]>, undefined);
     }
-    const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 6, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
-    const gate = (g: Tensor<readonly [B, D]>, h: Tensor<readonly [B, L, D]>) => mul(h, wrap<readonly [B, 1, D]>(tf.expandDims(g.raw, 1))) as unknown as Tensor<readonly [B, L, D]>;
-    x = add(x, gate(gateMsa, attn.apply(p, modulate(layerNorm(x, LN_EPS), shiftMsa, scaleMsa), ctx))) as unknown as Tensor<readonly [B, L, D]>;
-    x = add(x, gate(gateMlp, ff.apply(p, modulate(layerNorm(x, LN_EPS), shiftMlp, scaleMlp), undefined))) as unknown as Tensor<readonly [B, L, D]>;
-    return x;
+    const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 6, dim).map((t) => t.raw);
+    const afterAttn = attnBranch(x.raw, shiftMsa!, scaleMsa!, gateMsa!, ...attnLayer.inputs(p.scope('attn'), ctx));
+    const ffp = p.scope('mlp');
+    return wrap(mlpBranch(afterAttn, shiftMlp!, scaleMlp!, gateMlp!, ...MLP_PARAMS.map((n) => ffp.get(n).raw)));
   });
 }
 
@@ -72,6 +77,6 @@ export function finalLayer<L extends Dim, D extends Dim, O extends Dim>(b: B, le
   const proj = named('linear', linear([b, len] as const, dim, out, zeros));
   return layer([b, len, dim] as const, [b, len, out] as const, mergeDecls(proj.params, adaLNDecls(dim, 2)), (p, x, ctx) => {
     const [shift, scale] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 2, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
-    return proj.apply(p, modulate(layerNorm(x, LN_EPS), shift, scale), undefined);
+    return proj.apply(p, layerNormModulate(x, shift, scale, LN_EPS), undefined);
   });
 }

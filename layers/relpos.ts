@@ -21,20 +21,22 @@ export function relPosIndex(grid: number): Int32Array {
 }
 
 /**
- * Which table rows each attention logit reads. `tokens` null: the full grid (one shared
- * (N, N) pattern). Otherwise the kept original token ids per sample (B × L, in sequence
- * order): the kept tokens carry their grid positions through the gather.
+ * Which table rows each attention logit reads, as plain indices (no tensors: a plan can be
+ * built anywhere and outlive any tidy scope). `rows` 1: the full grid, one (N, N) pattern
+ * shared by the batch. Otherwise one (L, L) pattern per sample from its kept original token
+ * ids: the kept tokens carry their grid positions through the gather.
  */
 export interface BiasPlan {
-  readonly index: tf.Tensor1D;
   readonly rows: number;
   readonly len: number;
+  /** The bias-table row of each logit, (rows, len, len). */
+  readonly index: Int32Array;
 }
 
 export function biasPlan(grid: number, tokens: { ids: Int32Array; batch: number; len: number } | null): BiasPlan {
   const full = relPosIndex(grid);
   const n = grid * grid;
-  if (tokens === null) return { index: tf.tensor1d(full, 'int32'), rows: 1, len: n };
+  if (tokens === null) return { index: full, rows: 1, len: n };
   const { ids, batch, len } = tokens;
   const out = new Int32Array(batch * len * len);
   for (let b = 0; b < batch; b++) {
@@ -43,12 +45,48 @@ export function biasPlan(grid: number, tokens: { ids: Int32Array; batch: number;
       for (let j = 0; j < len; j++) out[(b * len + i) * len + j] = full[ti * n + ids[b * len + j]!]!;
     }
   }
-  return { index: tf.tensor1d(out, 'int32'), rows: batch, len };
+  return { index: out, rows: batch, len };
 }
 
-/** (rows, heads, L, L) bias from a (R, heads) table. */
+/** (rows, heads, L, L) bias from a (R, heads) table, the official layout. */
 export function gatherBias(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
   const heads = table.shape[1]!;
-  const g = tf.reshape(tf.gather(table, plan.index, 0), [plan.rows, plan.len, plan.len, heads]);
+  const g = tf.reshape(tf.gather(table, tf.tensor1d(plan.index, 'int32'), 0), [plan.rows, plan.len, plan.len, heads]);
   return tf.transpose(g, [0, 3, 1, 2]) as tf.Tensor4D;
+}
+
+const tokenMajorIndex = new WeakMap<BiasPlan, Map<string, Int32Array>>();
+
+/** Positions into the flattened transposed table (heads, R) for the (L, rows, heads, L) layout: h·R + index[r, i, j]. */
+function headIndex(plan: BiasPlan, tableRows: number, heads: number): Int32Array {
+  let byShape = tokenMajorIndex.get(plan);
+  if (byShape === undefined) tokenMajorIndex.set(plan, (byShape = new Map()));
+  const key = `${tableRows}x${heads}`;
+  let out = byShape.get(key);
+  if (out !== undefined) return out;
+  const { rows, len, index } = plan;
+  out = new Int32Array(len * rows * heads * len);
+  let o = 0;
+  for (let i = 0; i < len; i++) {
+    for (let r = 0; r < rows; r++) {
+      const src = (r * len + i) * len;
+      for (let h = 0; h < heads; h++) {
+        const base = h * tableRows;
+        for (let j = 0; j < len; j++) out[o++] = base + index[src + j]!;
+      }
+    }
+  }
+  byShape.set(key, out);
+  return out;
+}
+
+/**
+ * The bias in token-major attention's layout, (L, rows, heads, L): [query][sample][head][key],
+ * one gather from the transposed table, so nothing of logit size is transposed.
+ */
+export function gatherBiasTokenMajor(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
+  const [tableRows, heads] = table.shape as [number, number];
+  const flat = tf.reshape(tf.transpose(table), [-1]);
+  const g = tf.gather(flat, tf.tensor1d(headIndex(plan, tableRows, heads), 'int32'), 0);
+  return tf.reshape(g, [plan.len, plan.rows, heads, plan.len]) as tf.Tensor4D;
 }

@@ -39,9 +39,11 @@ export function sideInterpolater(block: Layer<readonly [B, L, number], readonly 
     apply(p: ParamView, x: Tokens, plan: MaskPlan, ctx: BlockCtx, trace?: (name: string, t: tf.Tensor) => void): Tokens {
       const { batch, tokens, lenKeep } = plan;
       const d = x.raw.shape[2]!;
-      const fill = tf.broadcastTo(p.get('mask_token').raw, [batch, tokens - lenKeep, d]);
-      const seq = tf.concat([x.raw, fill], 1);
-      const full = tf.add(gatherTokens(seq, batch, tokens, plan.idsRestore, tokens), p.get('decoder_pos_embed').raw);
+      // One gather from [kept rows; mask_token] puts every token in place: a broadcast
+      // mask_token (a Tile) would cost a slice and an add per filled row in the backward pass.
+      const rows = tf.concat([tf.reshape(x.raw, [batch * lenKeep, d]), tf.reshape(p.get('mask_token').raw, [1, d])], 0);
+      const placed = tf.reshape(tf.gather(rows, tf.tensor1d(restoreRows(plan), 'int32'), 0), [batch, tokens, d]);
+      const full = tf.add(placed, p.get('decoder_pos_embed').raw);
       const s = side.apply(p, wrap(full), ctx);
       trace?.('block_out/sideblocks.0', s.raw);
       const m = tf.tensor3d(plan.mask, [batch, tokens, 1]);
@@ -50,4 +52,17 @@ export function sideInterpolater(block: Layer<readonly [B, L, number], readonly 
       return wrap(out);
     },
   };
+}
+
+/** For each (sample, original token): its row among the B·L kept rows, or B·L (the mask token) if removed. */
+function restoreRows(plan: MaskPlan): Int32Array {
+  const { batch, tokens, lenKeep, idsRestore } = plan;
+  const out = new Int32Array(batch * tokens);
+  for (let b = 0; b < batch; b++) {
+    for (let n = 0; n < tokens; n++) {
+      const j = idsRestore[b * tokens + n]!;
+      out[b * tokens + n] = j < lenKeep ? b * lenKeep + j : batch * lenKeep;
+    }
+  }
+  return out;
 }

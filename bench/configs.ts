@@ -1,0 +1,65 @@
+/** The model sizes the benches measure, and a ready-to-step trainer for each. */
+import * as tf from '@tensorflow/tfjs';
+import { initParams } from '../compile/init.ts';
+import { compileTraining, type Trainer } from '../compile/train.ts';
+import { keyFromSeed, normal } from '../dsl/random.ts';
+import { namedConfig, type ModelConfig } from '../mdt/config.ts';
+import { buildModel } from '../mdt/model.ts';
+import type { DiffusionModel } from '../mdt/trunk.ts';
+
+export interface BenchConfig {
+  readonly name: string;
+  readonly config: ModelConfig;
+  readonly batch: number;
+}
+
+export const BENCH_CONFIGS: Readonly<Record<'tiny' | 's2' | 'main', BenchConfig>> = {
+  // The parity fixture's MDT v1: 8×8×4 latents, patch 2 → 16 tokens.
+  tiny: {
+    name: 'tiny (MDT d4 D64, 16 tok, b8)',
+    config: namedConfig('MDT-S/2', { inputSize: 8, depth: 4, hiddenSize: 64, numHeads: 4, numClasses: 10 }),
+    batch: 8,
+  },
+  s2: { name: 'MDT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('MDT-S/2'), batch: 8 },
+  // The main job: pixel-space Fashion-MNIST padded to 32×32, patch 4 → 64 tokens.
+  main: {
+    name: 'main job (MDT d6 D128, 64 tok, b32)',
+    config: namedConfig('MDT-S/4', { inChannels: 1, depth: 6, hiddenSize: 128, numHeads: 4, numClasses: 10 }),
+    batch: 32,
+  },
+};
+
+export type BenchConfigName = keyof typeof BENCH_CONFIGS;
+
+export function isBenchConfigName(v: string): v is BenchConfigName {
+  return v in BENCH_CONFIGS;
+}
+
+export interface TrainFixture {
+  readonly model: DiffusionModel;
+  readonly trainer: Trainer;
+  readonly x0: tf.Tensor4D;
+  readonly y: Int32Array;
+  dispose(): void;
+}
+
+/** A trainer (AdamW + EMA, both branches) on one fixed random batch. */
+export function trainFixture(b: BenchConfig, seed = 0): TrainFixture {
+  const model = buildModel(b.config);
+  const initial = initParams(model.params, keyFromSeed(seed));
+  const trainer = compileTraining(model, initial, { optimizer: { kind: 'adamw', lr: 1e-4 }, emaDecay: 0.9999 });
+  tf.dispose([...initial.values()]);
+  const c = b.config;
+  const x0 = tf.tensor4d(normal(keyFromSeed(seed + 1), b.batch * c.inChannels * c.inputSize ** 2), [b.batch, c.inChannels, c.inputSize, c.inputSize]);
+  const y = Int32Array.from({ length: b.batch }, (_, i) => i % c.numClasses);
+  return {
+    model,
+    trainer,
+    x0,
+    y,
+    dispose() {
+      trainer.dispose();
+      x0.dispose();
+    },
+  };
+}

@@ -1,0 +1,149 @@
+/**
+ * What one bench child measures on one config: the training step, each branch's forward +
+ * backward on its own, and DDPM sampling with classifier-free guidance. Wall and CPU time
+ * (all threads of the process) are both kept: under load from other processes the CPU time
+ * of a single-threaded run still says what the code costs.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { compileSampler } from '../compile/sample.ts';
+import { denoiserOf, stepMaskPlan } from '../compile/train.ts';
+import { foldIn, keyFromSeed, normal, randint } from '../dsl/random.ts';
+import { respacedTables } from '../mdt/diffusion/respace.ts';
+import { trainingLosses } from '../mdt/diffusion/gaussian.ts';
+import { summary } from '../mdt/summary.ts';
+import type { BenchConfig, TrainFixture } from './configs.ts';
+import { profileOnce } from './profile-step.ts';
+
+export interface Timing {
+  readonly wallMs: number;
+  readonly cpuMs: number;
+}
+
+export function timed(f: () => void): Timing {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  f();
+  const wallMs = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { wallMs, cpuMs: (c.user + c.system) / 1000 };
+}
+
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function medianTiming(ts: readonly Timing[]): Timing {
+  return { wallMs: median(ts.map((t) => t.wallMs)), cpuMs: median(ts.map((t) => t.cpuMs)) };
+}
+
+export interface Counts {
+  /** Timed training steps (after one profiled warm-up step and `warmup` more). */
+  readonly steps: number;
+  readonly warmup: number;
+  /** Forward + backward repetitions of each branch alone. */
+  readonly branchReps: number;
+  /** Respaced DDPM steps actually run; sampling time is reported per step and scaled to 250. */
+  readonly sampleSteps: number;
+  readonly sampleImages: number;
+}
+
+export interface ConfigResult {
+  readonly config: string;
+  readonly trainMs: Timing;
+  readonly trainSamples: readonly Timing[];
+  /** Training FLOP: 2·3·batch·(MACs of the full forward + MACs of the masked forward). */
+  readonly trainGflop: number;
+  readonly trainGflops: number;
+  readonly kernelsPerStep: number;
+  readonly liveTensors: number;
+  /** Live tensors gained from the first to the last timed step (0: nothing leaks). */
+  readonly tensorGrowth: number;
+  readonly fullBranchMs: Timing;
+  readonly maskedBranchMs: Timing;
+  readonly lenKeep: number;
+  /** maskedMacs / macs: what the masked/full time ratio would be if time followed FLOPs. */
+  readonly flopRatio: number;
+  /** Per respaced step, 2·images rows (CFG). */
+  readonly sampleStepMs: Timing;
+  readonly sampleGflops: number;
+  readonly sample250s: number;
+  readonly peakRssMb: number;
+}
+
+const GUIDANCE = { kind: 'constant' as const, scale: 1.5 };
+
+export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts): Promise<ConfigResult> {
+  const { trainer, model, x0, y } = fx;
+  const c = b.config;
+  const s = summary(model);
+  const key = keyFromSeed(11);
+  const profile = await profileOnce(() => {
+    trainer.step(x0, y, foldIn(key, 0));
+  });
+  for (let i = 0; i < n.warmup; i++) trainer.step(x0, y, foldIn(key, 1 + i));
+  const before = tf.memory().numTensors;
+  const trainSamples = Array.from({ length: n.steps }, (_, i) => timed(() => trainer.step(x0, y, foldIn(key, 100 + i))));
+  const tensorGrowth = tf.memory().numTensors - before;
+  const trainMs = medianTiming(trainSamples);
+  const trainGflop = (2 * 3 * b.batch * (s.macs + s.maskedMacs)) / 1e9;
+
+  const [full, masked] = branchTimes(b, fx, n.branchReps, foldIn(key, 200));
+
+  const sampler = compileSampler(model, trainer.ema, {
+    steps: String(n.sampleSteps), sampler: 'ddpm', guidance: GUIDANCE, guideChannels: c.inChannels >= 3 ? 'first3' : 'all',
+  });
+  const labels = Int32Array.from({ length: n.sampleImages }, (_, i) => i % c.numClasses);
+  sampler.sample(labels.subarray(0, 1), foldIn(key, 300)).dispose();
+  const sampled = timed(() => sampler.sample(labels, foldIn(key, 301)).dispose());
+  const sampleStepMs = { wallMs: sampled.wallMs / n.sampleSteps, cpuMs: sampled.cpuMs / n.sampleSteps };
+  const sampleGflop = (2 * 2 * n.sampleImages * s.macs) / 1e9;
+
+  return {
+    config: b.name,
+    trainMs,
+    trainSamples,
+    trainGflop,
+    trainGflops: trainGflop / (trainMs.wallMs / 1000),
+    kernelsPerStep: profile.calls,
+    liveTensors: tf.memory().numTensors,
+    tensorGrowth,
+    fullBranchMs: full,
+    maskedBranchMs: masked,
+    lenKeep: s.lenKeep,
+    flopRatio: s.maskedMacs / s.macs,
+    sampleStepMs,
+    sampleGflops: sampleGflop / (sampleStepMs.wallMs / 1000),
+    sample250s: (250 * sampleStepMs.wallMs) / 1000,
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+  };
+}
+
+/**
+ * Forward + backward of the full branch and of the masked branch alone, on the trainer's
+ * weights and one fixed (t, noise, plan), without any update (the training steps before
+ * have warmed every kernel up).
+ */
+function branchTimes(b: BenchConfig, fx: TrainFixture, reps: number, key: ReturnType<typeof keyFromSeed>): [Timing, Timing] {
+  const { trainer, model, x0, y } = fx;
+  const tables = respacedTables(1000, '');
+  const t = randint(foldIn(key, 0), b.batch, 0, tables.T);
+  const noise = tf.tensor4d(normal(foldIn(key, 1), x0.size), x0.shape);
+  const plan = stepMaskPlan(b.config, b.batch, foldIn(key, 2));
+  const vars = [...trainer.params.values()].filter((v): v is tf.Variable => v instanceof tf.Variable);
+  const minSnrGamma = b.config.variant === 'mdt-v2' ? 5 : undefined;
+  const run = (mask: typeof plan | null) => timed(() => tf.tidy(() => {
+    const { value, grads } = tf.variableGrads(() => tf.mean(trainingLosses(denoiserOf(model, trainer.params, mask), tables, x0, t, y, noise, { minSnrGamma }).loss) as tf.Scalar, vars);
+    value.dataSync();
+    tf.dispose([value, ...Object.values(grads)]);
+  }));
+  const full: Timing[] = [];
+  const masked: Timing[] = [];
+  for (let i = 0; i < reps; i++) {
+    full.push(run(null));
+    masked.push(run(plan));
+  }
+  noise.dispose();
+  return [medianTiming(full), medianTiming(masked)];
+}

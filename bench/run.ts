@@ -1,0 +1,150 @@
+// `npm run bench [-- --full] [--configs tiny,s2,main] [--variants wasm-threads,wasm-1,cpu] [--no-write]`
+//
+// Training step (full + masked branch, AdamW, EMA) and DDPM sampling with CFG for the tiny
+// MDT, MDT-S/2 at batch 8 and the main job's pixel MDT, on every backend present: the
+// threaded wasm build, single-thread wasm, and the cpu backend (tiny config only, it runs
+// ~0.6 GFLOP/s). A measurement, not a test: it prints a table and writes a JSON record to
+// bench/results/. Each (variant, config) runs in its own child process, since the wasm
+// thread count is fixed per process and peak RSS is per process.
+//
+// --quick (the default, ~5 minutes on 2 cores) runs few steps (one for MDT-S/2) and samples
+// 10 respaced steps (1 for MDT-S/2); --full runs more and samples 250 (20 for MDT-S/2).
+// Sampling is reported per step and scaled to 250 steps. Medians throughout; the load average
+// is recorded because other processes on the machine skew wall times.
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { availableBackends, initBackend, type BackendName } from '../dsl/backend.ts';
+import { writeFileAtomic } from '../dsl/atomic-write.ts';
+import { registerMissingKernels } from '../dsl/kernels.ts';
+import { WASM_MAX_THREADS } from '../dsl/backend-wasm.ts';
+import { BENCH_CONFIGS, isBenchConfigName, trainFixture, type BenchConfigName } from './configs.ts';
+import { measureConfig, type ConfigResult, type Counts } from './measure.ts';
+
+const VARIANTS = {
+  'wasm-threads': { backend: 'wasm', threads: Math.min(availableParallelism(), WASM_MAX_THREADS) },
+  'wasm-1': { backend: 'wasm', threads: 1 },
+  cpu: { backend: 'cpu', threads: 1 },
+} as const satisfies Record<string, { backend: BackendName; threads: number }>;
+type Variant = keyof typeof VARIANTS;
+
+const COUNTS: Record<'quick' | 'full', Record<BenchConfigName, Counts>> = {
+  quick: {
+    tiny: { warmup: 2, steps: 10, branchReps: 5, sampleSteps: 10, sampleImages: 8 },
+    main: { warmup: 1, steps: 3, branchReps: 2, sampleSteps: 10, sampleImages: 8 },
+    s2: { warmup: 0, steps: 1, branchReps: 1, sampleSteps: 1, sampleImages: 8 },
+  },
+  full: {
+    tiny: { warmup: 3, steps: 50, branchReps: 10, sampleSteps: 250, sampleImages: 8 },
+    main: { warmup: 2, steps: 10, branchReps: 5, sampleSteps: 250, sampleImages: 8 },
+    s2: { warmup: 1, steps: 5, branchReps: 2, sampleSteps: 20, sampleImages: 8 },
+  },
+};
+
+interface ChildResult extends ConfigResult {
+  readonly variant: Variant;
+  readonly key: BenchConfigName;
+  readonly backend: Record<string, string | number | boolean>;
+}
+
+async function child(variant: Variant, name: BenchConfigName, mode: 'quick' | 'full'): Promise<void> {
+  const v = VARIANTS[variant];
+  const info = await initBackend({ prefer: v.backend, threads: v.threads });
+  registerMissingKernels();
+  const b = BENCH_CONFIGS[name];
+  const fx = trainFixture(b);
+  const r = await measureConfig(b, fx, COUNTS[mode][name]);
+  fx.dispose();
+  const out: ChildResult = { ...r, variant, key: name, backend: { name: info.name, ...info.detail } };
+  console.log(JSON.stringify(out));
+}
+
+function runChild(variant: Variant, name: BenchConfigName, mode: string): ChildResult {
+  const stdout = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', variant, name, mode], {
+    encoding: 'utf8',
+    env: { ...process.env, MDT_BACKEND: '', MDT_WASM_THREADS: '' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 24,
+  });
+  return JSON.parse(stdout.trim().split('\n').at(-1)!) as ChildResult;
+}
+
+const f1 = (v: number) => v.toFixed(1);
+const f0 = (v: number) => v.toFixed(0);
+
+function table(rows: readonly ChildResult[]): string {
+  const head = ['config', 'backend', 'train ms/step', 'cpu ms', 'GFLOP/s', 'kernels', 'tensors', 'RSS MB', 'masked/full (FLOPs)', 'sample ms/step', 'GFLOP/s', '250 steps s'];
+  const body = rows.map((r) => [
+    r.key, `${r.variant}${r.backend.name === 'wasm' ? ` (${String(r.backend.threads)}t)` : ''}`,
+    f0(r.trainMs.wallMs), f0(r.trainMs.cpuMs), f1(r.trainGflops), String(r.kernelsPerStep), `${r.liveTensors}${r.tensorGrowth ? ` (+${r.tensorGrowth})` : ''}`,
+    f0(r.peakRssMb), `${(r.maskedBranchMs.wallMs / r.fullBranchMs.wallMs).toFixed(2)} (${r.flopRatio.toFixed(2)})`, f1(r.sampleStepMs.wallMs), f1(r.sampleGflops), f0(r.sample250s),
+  ]);
+  const widths = head.map((_, i) => Math.max(...[head, ...body].map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((v, i) => (i < 2 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join('  ');
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+function resultPath(dir: string): string {
+  const date = new Date().toISOString().slice(0, 10);
+  let path = join(dir, `${date}.json`);
+  for (let i = 2; existsSync(path); i++) path = join(dir, `${date}-${i}.json`);
+  return path;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      full: { type: 'boolean', default: false },
+      configs: { type: 'string', default: 'tiny,main,s2' },
+      variants: { type: 'string', default: Object.keys(VARIANTS).join(',') },
+      'no-write': { type: 'boolean', default: false },
+    },
+  });
+  if (values.quick && values.full) throw new Error('bench: pass --quick or --full, not both');
+  const mode = values.full ? 'full' : 'quick';
+  const configs = values.configs.split(',').map((s) => s.trim());
+  for (const c of configs) if (!isBenchConfigName(c)) throw new Error(`bench: unknown config "${c}"; expected any of ${Object.keys(BENCH_CONFIGS).join(', ')}`);
+  const variants = values.variants.split(',').map((s) => s.trim());
+  for (const v of variants) if (!(v in VARIANTS)) throw new Error(`bench: unknown variant "${v}"; expected any of ${Object.keys(VARIANTS).join(', ')}`);
+  const available = await availableBackends();
+  const plan = (variants as Variant[]).filter((v) => available.includes(VARIANTS[v].backend) && !(v === 'wasm-threads' && VARIANTS[v].threads < 2));
+
+  const load0 = loadavg();
+  const started = performance.now();
+  const rows: ChildResult[] = [];
+  for (const name of configs as BenchConfigName[]) {
+    for (const v of plan) {
+      if (v === 'cpu' && name !== 'tiny') continue;
+      process.stderr.write(`bench (${mode}): ${name} on ${v} …\n`);
+      rows.push(runChild(v, name, mode));
+    }
+  }
+  console.log(`\n${mode} mode: medians of ${configs.map((c) => `${c} ${COUNTS[mode][c as BenchConfigName].steps}`).join(', ')} train steps; sampling ${configs.map((c) => `${c} ${COUNTS[mode][c as BenchConfigName].sampleSteps}`).join(', ')} respaced DDPM steps with CFG on 8 images (16 rows), scaled to 250`);
+  console.log(table(rows));
+  console.log(`load average ${load0.map((l) => l.toFixed(2)).join(' ')} at start, ${loadavg().map((l) => l.toFixed(2)).join(' ')} at end; ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  if (!values['no-write']) {
+    const dir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+    mkdirSync(dir, { recursive: true });
+    const path = resultPath(dir);
+    const record = {
+      date: new Date().toISOString(),
+      mode,
+      machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version, tfjs: tf.version_core, loadavgStart: load0, loadavgEnd: loadavg() },
+      results: rows.map(({ trainSamples, ...r }) => ({ ...r, trainWallMs: trainSamples.map((t) => Math.round(t.wallMs)) })),
+    };
+    await writeFileAtomic(path, `${JSON.stringify(record, null, 1)}\n`);
+    console.log(`wrote ${path}`);
+  }
+}
+
+if (process.argv[2] === '--child') {
+  await child(process.argv[3] as Variant, process.argv[4] as BenchConfigName, process.argv[5] as 'quick' | 'full');
+} else {
+  await main();
+}

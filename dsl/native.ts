@@ -1,0 +1,252 @@
+/**
+ * Native matrix products for the wasm backend. WebAssembly SIMD has no fused multiply-add,
+ * which caps tfjs-backend-wasm's products at about a quarter of what this CPU does natively;
+ * the optional addon in dsl/native/ (an AVX2/AVX-512 SGEMM, built from source at install by
+ * dsl/native/build.mjs) computes BatchMatMul in place on the wasm heap instead. Everything
+ * else stays on wasm. Without the addon, or with MDT_NATIVE=0, the wasm kernels are kept.
+ * Environment: MDT_NATIVE=0|1, MDT_NATIVE_THREADS (default: the available cores),
+ * MDT_NATIVE_ISA=auto|avx2|avx512 (auto: the widest this CPU has).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeStatus {
+  enabled: boolean;
+  /** Why the native kernels are on or off, for doctor and logs. */
+  reason: string;
+  /** Threads of the native pool (0 when not enabled). */
+  threads: number;
+  /** The kernel build in use: 'avx512', 'avx2', or 'none'. */
+  isa: string;
+  /** BatchMatMul calls the native kernel has run in this process. */
+  calls: number;
+}
+
+export interface NativeOptions {
+  /** Threads for native products; defaults to MDT_NATIVE_THREADS, then to the available cores. */
+  threads?: number;
+}
+
+export const NATIVE_MAX_THREADS = 64;
+const ISAS = ['auto', 'avx2', 'avx512'] as const;
+type Isa = (typeof ISAS)[number];
+
+interface Addon {
+  gemm(
+    a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number,
+    transposeA: boolean, transposeB: boolean, aIndex: Int32Array | null, bIndex: Int32Array | null,
+  ): void;
+  setThreads(n: number): void;
+  threads(): number;
+  setIsa(isa: Isa): string;
+}
+
+interface WasmBackendLike {
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+const ADDON_URL = new URL('./native/build/Release/mdt_native.node', import.meta.url);
+const BUILD_LOG_URL = new URL('./native/build/build.log', import.meta.url);
+
+type Loaded = { ok: true; addon: Addon; isa: string } | { ok: false; reason: string };
+let loaded: Loaded | null = null;
+
+function parseIsa(): Isa {
+  const v = process.env.MDT_NATIVE_ISA?.trim() ?? '';
+  if (v === '') return 'auto';
+  if (!(ISAS as readonly string[]).includes(v)) throw new Error(`MDT_NATIVE_ISA must be one of ${ISAS.join(', ')}; got ${JSON.stringify(v)}`);
+  return v as Isa;
+}
+
+/** Loads the addon once and picks its kernel; the reason says why not when it cannot. */
+function load(): Loaded {
+  if (loaded !== null) return loaded;
+  const path = fileURLToPath(ADDON_URL);
+  if (!existsSync(path)) {
+    const log = fileURLToPath(BUILD_LOG_URL);
+    const why = existsSync(log) ? readFileSync(log, 'utf8').split('\n')[0] : 'it was never built (npm install skipped scripts?)';
+    loaded = { ok: false, reason: `native addon not built: ${why}; rebuild with \`node dsl/native/build.mjs\`` };
+    return loaded;
+  }
+  let addon: Addon;
+  try {
+    addon = createRequire(import.meta.url)(path) as Addon;
+  } catch (e) {
+    loaded = { ok: false, reason: `native addon failed to load: ${e instanceof Error ? e.message : String(e)}` };
+    return loaded;
+  }
+  const want = parseIsa();
+  const isa = addon.setIsa(want);
+  loaded = isa === 'none'
+    ? { ok: false, reason: want === 'auto' ? 'this CPU lacks AVX2 and FMA' : `MDT_NATIVE_ISA=${want} but this CPU lacks it` }
+    : { ok: true, addon, isa };
+  return loaded;
+}
+
+function resolveThreads(threads: unknown): number {
+  const check = (v: unknown, source: string, given: string) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > NATIVE_MAX_THREADS) {
+      throw new Error(`${source} must be an integer from 1 to ${NATIVE_MAX_THREADS}, got ${given}`);
+    }
+    return v;
+  };
+  if (threads !== undefined) return check(threads, 'threads', JSON.stringify(threads));
+  const env = process.env.MDT_NATIVE_THREADS?.trim();
+  if (env !== undefined && env !== '') return check(Number(env), 'MDT_NATIVE_THREADS', JSON.stringify(env));
+  return availableParallelism();
+}
+
+export interface MatMulPlan {
+  outShape: number[];
+  m: number;
+  n: number;
+  k: number;
+  /** Which stored matrix of each operand each output batch uses; null: the i-th, or the only one. */
+  aIndex: Int32Array | null;
+  bIndex: Int32Array | null;
+}
+
+function batchIndex(batch: readonly number[], out: readonly number[]): Int32Array | null {
+  const size = batch.reduce((x, y) => x * y, 1);
+  const outSize = out.reduce((x, y) => x * y, 1);
+  if (size === 1 || size === outSize) return null;
+  const padded = [...new Array<number>(out.length - batch.length).fill(1), ...batch];
+  const idx = new Int32Array(outSize);
+  for (let o = 0; o < outSize; o++) {
+    let rest = o;
+    let at = 0;
+    let stride = 1;
+    for (let d = out.length - 1; d >= 0; d--) {
+      const coord = rest % out[d]!;
+      rest = Math.floor(rest / out[d]!);
+      if (padded[d] !== 1) at += coord * stride;
+      stride *= padded[d]!;
+    }
+    idx[o] = at;
+  }
+  return idx;
+}
+
+/** BatchMatMul's shapes: broadcast batch dims (NumPy rules), op() by the transpose flags. */
+export function planMatMul(aShape: readonly number[], bShape: readonly number[], transposeA: boolean, transposeB: boolean): MatMulPlan {
+  if (aShape.length < 2 || bShape.length < 2) {
+    throw new Error(`matMul: both operands need rank >= 2, got shapes [${aShape.join(',')}] and [${bShape.join(',')}]`);
+  }
+  const [ar, ac] = aShape.slice(-2) as [number, number];
+  const [br, bc] = bShape.slice(-2) as [number, number];
+  const [m, k] = transposeA ? [ac, ar] : [ar, ac];
+  const [kb, n] = transposeB ? [bc, br] : [br, bc];
+  if (k !== kb) {
+    throw new Error(
+      `matMul: inner dimensions differ: [${aShape.join(',')}]${transposeA ? 'ᵀ' : ''} × [${bShape.join(',')}]${transposeB ? 'ᵀ' : ''} contracts ${k} with ${kb}`,
+    );
+  }
+  const aBatch = aShape.slice(0, -2);
+  const bBatch = bShape.slice(0, -2);
+  const outBatch = tf.broadcast_util.assertAndGetBroadcastShape(aBatch, bBatch);
+  return { outShape: [...outBatch, m, n], m, n, k, aIndex: batchIndex(aBatch, outBatch), bIndex: batchIndex(bBatch, outBatch) };
+}
+
+function ready(): Addon {
+  const l = load();
+  if (!l.ok) throw new Error(`native kernels are unavailable: ${l.reason}`);
+  return l.addon;
+}
+
+/**
+ * op(a) · op(b) with BatchMatMul semantics on plain row-major arrays, into `out` when given
+ * (it must hold the product's element count). Throws when the addon is unavailable.
+ */
+export function nativeMatMul(
+  a: Float32Array, aShape: readonly number[], b: Float32Array, bShape: readonly number[],
+  opts: { transposeA?: boolean; transposeB?: boolean; out?: Float32Array } = {},
+): { values: Float32Array; shape: number[] } {
+  const addon = ready();
+  const ta = opts.transposeA ?? false;
+  const tb = opts.transposeB ?? false;
+  const plan = planMatMul(aShape, bShape, ta, tb);
+  const count = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
+  if (a.length !== count(aShape) || b.length !== count(bShape)) {
+    throw new Error(`nativeMatMul: a has ${a.length} values for shape [${aShape.join(',')}], b has ${b.length} for [${bShape.join(',')}]`);
+  }
+  const size = count(plan.outShape);
+  const values = opts.out ?? new Float32Array(size);
+  if (values.length !== size) throw new Error(`nativeMatMul: out holds ${values.length} values, the product [${plan.outShape.join(',')}] needs ${size}`);
+  addon.gemm(a, b, values, plan.m, plan.n, plan.k, ta, tb, plan.aIndex, plan.bIndex);
+  return { values, shape: plan.outShape };
+}
+
+function batchMatMulKernel(addon: Addon): tf.KernelFunc {
+  return ({ inputs, backend, attrs }) => {
+    const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') {
+      throw new Error(`BatchMatMul (native): only float32 is supported, got ${a.dtype} and ${b.dtype}`);
+    }
+    const plan = planMatMul(a.shape, b.shape, transposeA, transposeB);
+    const wasm = backend as unknown as WasmBackendLike;
+    // Views are taken after makeOutput, whose allocation may grow (and replace) the heap.
+    const out = wasm.makeOutput(plan.outShape, 'float32');
+    calls += 1;
+    addon.gemm(
+      wasm.typedArrayFromHeap(a) as Float32Array, wasm.typedArrayFromHeap(b) as Float32Array, wasm.typedArrayFromHeap(out) as Float32Array,
+      plan.m, plan.n, plan.k, transposeA, transposeB, plan.aIndex, plan.bIndex,
+    );
+    return out;
+  };
+}
+
+let wasmBatchMatMul: tf.KernelConfig | null = null;
+let calls = 0;
+let status: Omit<NativeStatus, 'calls'> = { enabled: false, reason: 'enableNativeKernels() was not called', threads: 0, isa: 'none' };
+
+function off(reason: string, isa = 'none'): NativeStatus {
+  status = { enabled: false, reason, threads: 0, isa };
+  return nativeKernelsStatus();
+}
+
+/**
+ * Routes the wasm backend's BatchMatMul to the native addon. Call after the wasm backend has
+ * started; calling again only changes the thread count. MDT_NATIVE=0 turns it off, and so
+ * does anything that keeps the addon from running here (the reason says which).
+ */
+export function enableNativeKernels(opts: NativeOptions = {}): NativeStatus {
+  const env = process.env.MDT_NATIVE?.trim() ?? '';
+  if (env !== '' && env !== '0' && env !== '1') throw new Error(`MDT_NATIVE must be 0 or 1, got ${JSON.stringify(env)}`);
+  const threads = resolveThreads(opts.threads);
+  if (env === '0') {
+    disableNativeKernels();
+    return off('disabled by MDT_NATIVE=0');
+  }
+  if (tf.engine().registry['wasm'] === undefined) return off('the wasm backend has not been started');
+  const l = load();
+  if (!l.ok) return off(l.reason);
+  l.addon.setThreads(threads);
+  if (wasmBatchMatMul === null) {
+    const builtin = tf.getKernel('BatchMatMul', 'wasm');
+    if (builtin === undefined) return off('the wasm backend registers no BatchMatMul kernel to replace', l.isa);
+    wasmBatchMatMul = builtin;
+    tf.unregisterKernel('BatchMatMul', 'wasm');
+    tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: batchMatMulKernel(l.addon) });
+  }
+  status = { enabled: true, reason: `BatchMatMul runs natively (${l.isa} kernel)`, threads, isa: l.isa };
+  return nativeKernelsStatus();
+}
+
+/** Puts the wasm backend's own BatchMatMul back. */
+export function disableNativeKernels(): void {
+  if (wasmBatchMatMul === null) return;
+  tf.unregisterKernel('BatchMatMul', 'wasm');
+  tf.registerKernel(wasmBatchMatMul);
+  wasmBatchMatMul = null;
+  off('disabled by disableNativeKernels()');
+}
+
+/** Whether the native kernels are on, and why (for doctor). */
+export function nativeKernelsStatus(): NativeStatus {
+  return { ...status, calls };
+}

@@ -1,0 +1,409 @@
+// N-API entry points of the native SGEMM, its thread pool and the choice of kernel build.
+// Callers pass Float32Array views (on ArrayBuffers or on the wasm backend's SharedArrayBuffer
+// heap): the product runs on them in place, synchronously, on the calling thread plus the
+// pool's workers.
+#include <node_api.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gemm.h"
+
+namespace {
+
+// Below this many flops a product runs on the calling thread alone: waking a worker costs
+// more than it saves.
+constexpr double kParallelFlops = 2e6;
+// How long an idle worker spins before it sleeps: long enough for back-to-back products,
+// short enough not to hold a core the wasm backend's own threads may want.
+constexpr auto kSpin = std::chrono::microseconds(50);
+// Pauses a thread spends at a barrier before it yields its core: when the machine is
+// shared, the thread it waits for may be queued behind it.
+constexpr int kBarrierSpins = 200;
+constexpr int kMaxThreads = 64;
+
+void Relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Fixed workers; RunAll runs fn(id) once on every thread, the caller being id 0.
+class Pool {
+ public:
+  int Threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void Resize(int threads) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_.store(true, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+    stop_.store(false, std::memory_order_relaxed);
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { Loop(i); });
+  }
+
+  template <typename F>
+  void RunAll(const F& fn) {
+    if (workers_.empty()) {
+      fn(0);
+      return;
+    }
+    body_ = [](const void* f, int id) { (*static_cast<const F*>(f))(id); };
+    fn_ = &fn;
+    finished_.store(0, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
+    fn(0);
+    const int n = static_cast<int>(workers_.size());
+    while (finished_.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  }
+
+ private:
+  void Loop(int id) {
+    uint64_t seen = gen_.load(std::memory_order_acquire);
+    for (;;) {
+      const auto until = std::chrono::steady_clock::now() + kSpin;
+      while (gen_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) Relax();
+      if (gen_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(mu_);
+        sleepers_.fetch_add(1, std::memory_order_acq_rel);
+        cv_.wait(lock, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+      seen = gen_.load(std::memory_order_acquire);
+      if (stop_.load(std::memory_order_relaxed)) return;
+      body_(fn_, id);
+      finished_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<int> finished_{0};
+  std::atomic<bool> stop_{false};
+  void (*body_)(const void*, int) = nullptr;
+  const void* fn_ = nullptr;
+};
+
+// Where the pool's threads meet between the phases of a shared product.
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+
+  void Wait() {
+    const unsigned g = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      count_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; gen_.load(std::memory_order_acquire) == g; ++spins) {
+      if (spins < kBarrierSpins) Relax();
+      else std::this_thread::yield();
+    }
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0};
+  std::atomic<unsigned> gen_{0};
+};
+
+// Never destroyed: its workers must outlive every caller, and joining them from a static
+// destructor at process exit could block; exit ends them.
+Pool* pool = nullptr;
+// The pool serves one product at a time, whichever Node environment (thread) calls.
+std::mutex busy;
+const MdtKernel* kernel = nullptr;
+const char* isa = "none";
+
+float* AllocPacked() {
+  const long floats = std::max(mdt_kernel_avx2.kc * mdt_kernel_avx2.nc, mdt_kernel_avx512.kc * mdt_kernel_avx512.nc);
+  return static_cast<float*>(aligned_alloc(64, floats * sizeof(float)));
+}
+
+// Each thread's packed block of B for products it computes alone; the shared one for
+// products all threads compute together. Both live as long as their threads.
+thread_local float* own_b = nullptr;
+float* shared_b = nullptr;
+
+// Equal depth slices, so a k just above kc is not split into a full and a tiny slice.
+long DepthStep(long k, long kc) {
+  const long slices = (k + kc - 1) / kc;
+  return (k + slices - 1) / slices;
+}
+
+// One product on the calling thread.
+void Alone(const MdtKernel& kn, const MdtGemm& g) {
+  if (own_b == nullptr) own_b = AllocPacked();
+  const long kstep = DepthStep(g.k, kn.kc);
+  for (long jc = 0; jc < g.n; jc += kn.nc) {
+    const long nc = std::min(kn.nc, g.n - jc);
+    for (long pc = 0; pc < g.k; pc += kstep) {
+      const long kc = std::min(kstep, g.k - pc);
+      kn.pack_b(&g, pc, kc, jc, nc, 0, (nc + kn.nr - 1) / kn.nr, own_b);
+      for (long ic = 0; ic < g.m; ic += kn.mc) kn.multiply(&g, ic, std::min(kn.mc, g.m - ic), pc, kc, jc, nc, own_b, pc > 0);
+    }
+  }
+}
+
+// One product on every thread of the pool: for each block of B, the threads pack its panels
+// together, then share out pieces of C (row chunks, and column groups when rows are few),
+// each claimed when a thread is free, so a thread slowed by other load takes fewer.
+void Together(const MdtKernel& kn, const MdtGemm& g) {
+  const int threads = pool->Threads();
+  const long kstep = DepthStep(g.k, kn.kc);
+  const long slices = (g.k + kstep - 1) / kstep;
+  const long blocks = ((g.n + kn.nc - 1) / kn.nc) * slices;
+  const long want = 4L * threads;
+  long rows = (g.m + want - 1) / want;
+  rows = std::min(kn.mc, std::max(2 * kn.mr, (rows + kn.mr - 1) / kn.mr * kn.mr));
+  const long rowChunks = (g.m + rows - 1) / rows;
+  std::vector<std::atomic<long>> next(2 * blocks);
+  for (auto& c : next) c.store(0, std::memory_order_relaxed);
+  Barrier barrier(threads);
+  if (shared_b == nullptr) shared_b = AllocPacked();
+  pool->RunAll([&](int) {
+    long block = 0;
+    for (long jc = 0; jc < g.n; jc += kn.nc) {
+      const long nc = std::min(kn.nc, g.n - jc);
+      const long panels = (nc + kn.nr - 1) / kn.nr;
+      const long groupPanels = rowChunks >= want ? panels : (panels * rowChunks + want - 1) / want;
+      const long groups = (panels + groupPanels - 1) / groupPanels;
+      for (long pc = 0; pc < g.k; pc += kstep, ++block) {
+        const long kc = std::min(kstep, g.k - pc);
+        for (long p; (p = next[2 * block].fetch_add(2, std::memory_order_relaxed)) < panels;)
+          kn.pack_b(&g, pc, kc, jc, nc, p, std::min(panels, p + 2), shared_b);
+        barrier.Wait();
+        for (long item; (item = next[2 * block + 1].fetch_add(1, std::memory_order_relaxed)) < rowChunks * groups;) {
+          const long i0 = (item / groups) * rows;
+          const long first = (item % groups) * groupPanels;
+          const long j0 = first * kn.nr;
+          const long width = std::min(nc, (first + groupPanels) * kn.nr) - j0;
+          kn.multiply(&g, i0, std::min(rows, g.m - i0), pc, kc, jc + j0, width, shared_b + j0 * kc, pc > 0);
+        }
+        // The next block's packing overwrites shared_b.
+        barrier.Wait();
+      }
+    }
+  });
+}
+
+bool CpuHas(const char* what) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (std::strcmp(what, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (std::strcmp(what, "avx512") == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+  return false;
+}
+
+napi_value Throw(napi_env env, const std::string& msg) {
+  napi_throw_type_error(env, nullptr, msg.c_str());
+  return nullptr;
+}
+
+#define NAPI_OK(call)                                                        \
+  do {                                                                       \
+    if ((call) != napi_ok) return Throw(env, "native gemm: " #call " failed"); \
+  } while (0)
+
+struct Floats {
+  float* data;
+  size_t length;
+};
+
+bool GetFloats(napi_env env, napi_value v, Floats* out) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  void* data = nullptr;
+  size_t length = 0;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok) return false;
+  if (type != napi_float32_array) return false;
+  out->data = static_cast<float*>(data);
+  out->length = length;
+  return true;
+}
+
+// A batch index array (Int32Array), or null/undefined for the default.
+bool GetIndex(napi_env env, napi_value v, std::vector<int32_t>* out, bool* given) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok) return false;
+  if (t == napi_null || t == napi_undefined) {
+    *given = false;
+    return true;
+  }
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  void* data = nullptr;
+  size_t length = 0;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_int32_array) return false;
+  out->assign(static_cast<int32_t*>(data), static_cast<int32_t*>(data) + length);
+  *given = true;
+  return true;
+}
+
+bool GetLong(napi_env env, napi_value v, long* out) {
+  int64_t x;
+  if (napi_get_value_int64(env, v, &x) != napi_ok || x < 0) return false;
+  *out = static_cast<long>(x);
+  return true;
+}
+
+// Each operand's batch index for each output batch: given, or i when it holds one matrix
+// per output batch, or 0 when it holds a single matrix.
+bool ResolveIndex(const std::vector<int32_t>& given, bool has, size_t stored, long batches, std::vector<long>* out, std::string* err, const char* name) {
+  out->resize(batches);
+  for (long i = 0; i < batches; ++i) {
+    long j = has ? given[i] : (stored == 1 ? 0 : i);
+    if (j < 0 || static_cast<size_t>(j) >= stored) {
+      *err = std::string("native gemm: ") + name + " batch index " + std::to_string(j) + " for output batch " +
+             std::to_string(i) + " is outside its " + std::to_string(stored) + " stored matrices";
+      return false;
+    }
+    (*out)[i] = j;
+  }
+  return true;
+}
+
+// gemm(a, b, c, m, n, k, transposeA, transposeB, aIndex?, bIndex?): c[i] = op(a[aIndex[i]]) · op(b[bIndex[i]]).
+napi_value Gemm(napi_env env, napi_callback_info info) {
+  if (kernel == nullptr) return Throw(env, "native gemm: this CPU has no supported kernel (needs AVX2 and FMA)");
+  size_t argc = 10;
+  napi_value argv[10];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  if (argc < 8) return Throw(env, "native gemm: expected (a, b, c, m, n, k, transposeA, transposeB, aIndex?, bIndex?), got " + std::to_string(argc) + " arguments");
+  Floats a, b, c;
+  if (!GetFloats(env, argv[0], &a) || !GetFloats(env, argv[1], &b) || !GetFloats(env, argv[2], &c))
+    return Throw(env, "native gemm: a, b and c must be Float32Arrays");
+  long m, n, k;
+  if (!GetLong(env, argv[3], &m) || !GetLong(env, argv[4], &n) || !GetLong(env, argv[5], &k))
+    return Throw(env, "native gemm: m, n and k must be non-negative integers");
+  bool ta, tb;
+  if (napi_get_value_bool(env, argv[6], &ta) != napi_ok || napi_get_value_bool(env, argv[7], &tb) != napi_ok)
+    return Throw(env, "native gemm: transposeA and transposeB must be booleans");
+  std::vector<int32_t> ai, bi;
+  bool hasA = false, hasB = false;
+  if ((argc > 8 && !GetIndex(env, argv[8], &ai, &hasA)) || (argc > 9 && !GetIndex(env, argv[9], &bi, &hasB)))
+    return Throw(env, "native gemm: aIndex and bIndex must be Int32Arrays, null or undefined");
+  if (m == 0 || n == 0) return nullptr;
+  const size_t mn = static_cast<size_t>(m) * n, mk = static_cast<size_t>(m) * k, kn = static_cast<size_t>(k) * n;
+  if (c.length % mn != 0)
+    return Throw(env, "native gemm: c holds " + std::to_string(c.length) + " floats, not a multiple of m·n = " + std::to_string(mn));
+  const long batches = static_cast<long>(c.length / mn);
+  if ((hasA && static_cast<long>(ai.size()) != batches) || (hasB && static_cast<long>(bi.size()) != batches))
+    return Throw(env, "native gemm: aIndex and bIndex must have one entry per output batch (" + std::to_string(batches) + ")");
+  const size_t aStored = mk == 0 ? 1 : a.length / mk, bStored = kn == 0 ? 1 : b.length / kn;
+  if ((mk != 0 && (a.length % mk != 0 || aStored == 0)) || (kn != 0 && (b.length % kn != 0 || bStored == 0)))
+    return Throw(env, "native gemm: a holds " + std::to_string(a.length) + " floats and b " + std::to_string(b.length) +
+                          "; expected whole m·k = " + std::to_string(mk) + " and k·n = " + std::to_string(kn) + " matrices");
+  std::vector<long> ax, bx;
+  std::string err;
+  if (!ResolveIndex(ai, hasA, aStored, batches, &ax, &err, "a") || !ResolveIndex(bi, hasB, bStored, batches, &bx, &err, "b"))
+    return Throw(env, err);
+
+  std::lock_guard<std::mutex> hold(busy);
+  if (k == 0) {
+    std::memset(c.data, 0, c.length * sizeof(float));
+    return nullptr;
+  }
+  std::vector<MdtGemm> g(batches);
+  for (long i = 0; i < batches; ++i) g[i] = {a.data + ax[i] * mk, b.data + bx[i] * kn, c.data + i * mn, m, n, k, ta, tb};
+  const MdtKernel& kern = *kernel;
+  const int threads = pool->Threads();
+  if (threads == 1 || 2.0 * batches * m * n * k < kParallelFlops) {
+    for (const MdtGemm& p : g) Alone(kern, p);
+  } else if (batches >= 2 * threads) {
+    // Enough products to keep every thread busy: each computes whole ones.
+    std::atomic<long> next{0};
+    pool->RunAll([&](int) {
+      for (long i; (i = next.fetch_add(1, std::memory_order_relaxed)) < batches;) Alone(kern, g[i]);
+    });
+  } else {
+    for (const MdtGemm& p : g) Together(kern, p);
+  }
+  return nullptr;
+}
+
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int32_t t = 0;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &t) != napi_ok || t < 1 || t > kMaxThreads)
+    return Throw(env, "native setThreads: expected an integer from 1 to " + std::to_string(kMaxThreads));
+  if (t != pool->Threads()) pool->Resize(t);
+  return nullptr;
+}
+
+// setIsa('auto' | 'avx2' | 'avx512') → the kernel now in use, or 'none' if the CPU lacks it.
+napi_value SetIsa(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  char want[16] = {0};
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], want, sizeof want, &len) != napi_ok)
+    return Throw(env, "native setIsa: expected 'auto', 'avx2' or 'avx512'");
+  const std::string w(want, len);
+  if (w != "auto" && w != "avx2" && w != "avx512") return Throw(env, "native setIsa: expected 'auto', 'avx2' or 'avx512', got '" + w + "'");
+  std::lock_guard<std::mutex> hold(busy);
+  kernel = nullptr;
+  isa = "none";
+  if ((w == "auto" || w == "avx512") && CpuHas("avx512")) {
+    kernel = &mdt_kernel_avx512;
+    isa = "avx512";
+  } else if ((w == "auto" || w == "avx2") && CpuHas("avx2")) {
+    kernel = &mdt_kernel_avx2;
+    isa = "avx2";
+  }
+  napi_value out;
+  NAPI_OK(napi_create_string_utf8(env, isa, NAPI_AUTO_LENGTH, &out));
+  return out;
+}
+
+napi_value Threads(napi_env env, napi_callback_info) {
+  napi_value out;
+  NAPI_OK(napi_create_int32(env, pool->Threads(), &out));
+  return out;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  {
+    std::lock_guard<std::mutex> hold(busy);
+    if (pool == nullptr) pool = new Pool();
+  }
+  const napi_property_descriptor props[] = {
+      {"gemm", nullptr, Gemm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"threads", nullptr, Threads, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

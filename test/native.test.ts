@@ -1,0 +1,232 @@
+/**
+ * The native SGEMM behind the wasm backend's BatchMatMul: products against a float64 naive
+ * reference, batch broadcasting, gradients and golden parity with the kernels on. Where the
+ * addon did not build (no compiler at install) every test is skipped with the reason.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import fc from 'fast-check';
+import { initBackend } from '../dsl/backend.ts';
+import { registerMissingKernels } from '../dsl/kernels.ts';
+import { disableNativeKernels, enableNativeKernels, nativeKernelsStatus, nativeMatMul } from '../dsl/native.ts';
+import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
+
+await initBackend({ prefer: 'wasm' });
+registerMissingKernels();
+const first = enableNativeKernels({ threads: 2 });
+const skip = first.enabled ? false : `native kernels unavailable: ${first.reason}`;
+if (skip !== false) console.log(`native.test: every test skipped: ${first.reason}`);
+
+const SIZES = [1, 3, 17, 65, 129, 257] as const;
+const size = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
+
+/** Stored shape of an operand whose op() is rows×cols. */
+function stored(batch: readonly number[], rows: number, cols: number, transposed: boolean): number[] {
+  return transposed ? [...batch, cols, rows] : [...batch, rows, cols];
+}
+
+/**
+ * Checks c against a float64 product, each element within a float32 summation bound of
+ * Σ|a·b| over its k terms (one wrong or missing term is far outside it).
+ */
+function assertProduct(
+  a: Float32Array, aShape: readonly number[], b: Float32Array, bShape: readonly number[],
+  ta: boolean, tb: boolean, c: Float32Array, cShape: readonly number[],
+): void {
+  const [m, n] = cShape.slice(-2) as [number, number];
+  const k = ta ? aShape.at(-2)! : aShape.at(-1)!;
+  const outBatch = cShape.slice(0, -2);
+  const batchOf = (shape: readonly number[], o: number) => {
+    const own = shape.slice(0, -2);
+    const padded = [...new Array<number>(outBatch.length - own.length).fill(1), ...own];
+    let rest = o;
+    let at = 0;
+    let stride = 1;
+    for (let d = outBatch.length - 1; d >= 0; d--) {
+      const coord = rest % outBatch[d]!;
+      rest = Math.floor(rest / outBatch[d]!);
+      if (padded[d] !== 1) at += coord * stride;
+      stride *= padded[d]!;
+    }
+    return at;
+  };
+  const bound = 2 * Math.max(k, 1) * 2 ** -24 + 1e-7;
+  for (let o = 0; o < size(outBatch); o++) {
+    const ao = batchOf(aShape, o) * m * k;
+    const bo = batchOf(bShape, o) * k * n;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let sum = 0;
+        let abs = 0;
+        for (let p = 0; p < k; p++) {
+          const t = a[ao + (ta ? p * m + i : i * k + p)]! * b[bo + (tb ? j * k + p : p * n + j)]!;
+          sum += t;
+          abs += Math.abs(t);
+        }
+        const got = c[o * m * n + i * n + j]!;
+        if (!(Math.abs(got - sum) <= bound * abs + 1e-30)) {
+          assert.fail(`batch ${o} [${i},${j}] of [${aShape}]${ta ? 'ᵀ' : ''}·[${bShape}]${tb ? 'ᵀ' : ''}: got ${got}, expected ${sum} (Σ|ab| ${abs})`);
+        }
+      }
+    }
+  }
+}
+
+function checkCase(seed: number, aBatch: number[], bBatch: number[], m: number, n: number, k: number, ta: boolean, tb: boolean): void {
+  const aShape = stored(aBatch, m, k, ta);
+  const bShape = stored(bBatch, k, n, tb);
+  const a = normal(foldIn(keyFromSeed(seed), 0), size(aShape));
+  const b = normal(foldIn(keyFromSeed(seed), 1), size(bShape));
+  const { values, shape } = nativeMatMul(a, aShape, b, bShape, { transposeA: ta, transposeB: tb });
+  assertProduct(a, aShape, b, bShape, ta, tb, values, shape);
+}
+
+for (const threads of [1, 2]) {
+  test(`products match a naive reference: odd sizes, all transposes, ${threads} thread(s)`, { skip }, () => {
+    enableNativeKernels({ threads });
+    const dim = fc.constantFrom(...SIZES);
+    fc.assert(
+      fc.property(dim, dim, dim, fc.boolean(), fc.boolean(), fc.nat(1000), (m, n, k, ta, tb, seed) => {
+        checkCase(seed, [], [], m, n, k, ta, tb);
+      }),
+      { numRuns: 40, seed: threads },
+    );
+    enableNativeKernels({ threads: 2 });
+  });
+}
+
+test('products spanning several depth, row and column blocks', { skip }, () => {
+  // k > every kernel's depth block, and m > its row block or n > its column block.
+  for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+    checkCase(11, [], [], 151, 40, 801, ta, tb);
+    checkCase(12, [], [], 13, 2100, 801, ta, tb);
+  }
+});
+
+test('batched products broadcast their batch dims', { skip }, () => {
+  const cases: [number[], number[]][] = [
+    [[1], [5]],
+    [[5], []],
+    [[], [4]],
+    [[3], [3]],
+    [[2, 1], [1, 3]],
+    [[2, 3], [3]],
+  ];
+  let seed = 100;
+  for (const [aBatch, bBatch] of cases) {
+    for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+      checkCase(seed++, aBatch, bBatch, 17, 33, 65, ta, tb);
+    }
+  }
+  // Large enough for the pool: two products shared by all threads, then six handed out whole.
+  checkCase(seed++, [2], [1], 200, 96, 130, false, true);
+  checkCase(seed, [6], [6], 40, 50, 300, true, false);
+});
+
+test('mismatched shapes are refused, naming both', { skip }, () => {
+  const a = new Float32Array(6);
+  assert.throws(() => nativeMatMul(a, [2, 3], new Float32Array(8), [4, 2]), /inner dimensions differ: \[2,3\] × \[4,2\] contracts 3 with 4/);
+  assert.throws(() => nativeMatMul(new Float32Array(12), [2, 2, 3], new Float32Array(18), [3, 3, 2]), /broadcast/i);
+  assert.throws(() => nativeMatMul(a, [2, 3], new Float32Array(5), [3, 2]), /b has 5 for \[3,2\]/);
+});
+
+function wasmBuiltinAndNative<T>(f: () => T): { wasm: T; native: T } {
+  disableNativeKernels();
+  const wasm = f();
+  const s = enableNativeKernels({ threads: 2 });
+  assert.ok(s.enabled, s.reason);
+  const before = nativeKernelsStatus().calls;
+  const native = f();
+  assert.ok(nativeKernelsStatus().calls > before, 'the native BatchMatMul kernel did not run');
+  return { wasm, native };
+}
+
+function assertClose(got: Float32Array, want: Float32Array, what: string): void {
+  assert.equal(got.length, want.length, what);
+  let scale = 0;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  for (let i = 0; i < got.length; i++) {
+    if (!(Math.abs(got[i]! - want[i]!) <= 1e-4 * scale + 1e-6)) assert.fail(`${what}[${i}]: native ${got[i]} vs wasm ${want[i]} (scale ${scale})`);
+  }
+}
+
+test('tf.matMul on wasm agrees with the kernels on and off', { skip }, () => {
+  const a = tf.tensor(normal(keyFromSeed(5), 2 * 3 * 40 * 24), [2, 3, 40, 24]);
+  const b = tf.tensor(normal(keyFromSeed(6), 3 * 24 * 31), [3, 24, 31]);
+  const r = wasmBuiltinAndNative(() => [
+    tf.matMul(a, b).dataSync() as Float32Array,
+    tf.matMul(a, tf.transpose(b, [0, 2, 1]), false, true).dataSync() as Float32Array,
+    tf.matMul(tf.transpose(a, [0, 1, 3, 2]), b, true, false).dataSync() as Float32Array,
+  ]);
+  r.native.forEach((v, i) => assertClose(v, r.wasm[i]!, `product ${i}`));
+  tf.dispose([a, b]);
+});
+
+test('gradients of a two-layer network agree with the kernels on and off', { skip }, () => {
+  const x = tf.tensor2d(normal(keyFromSeed(1), 64 * 20), [64, 20]);
+  const w1 = tf.tensor2d(normal(keyFromSeed(2), 20 * 48), [20, 48]);
+  const w2 = tf.tensor3d(normal(keyFromSeed(3), 4 * 12 * 5), [4, 12, 5]);
+  // The second layer is a batched product of per-group weights, so the gradient runs the
+  // transposed forms of BatchMatMul too.
+  const loss = (v1: tf.Tensor, v2: tf.Tensor) => {
+    const h = tf.tanh(tf.matMul(x, v1 as tf.Tensor2D));
+    const g = tf.transpose(tf.reshape(h, [64, 4, 12]), [1, 0, 2]);
+    return tf.sum(tf.square(tf.matMul(g, v2 as tf.Tensor3D)));
+  };
+  const r = wasmBuiltinAndNative(() => tf.tidy(() => tf.grads(loss)([w1, w2]).map((g) => g.dataSync() as Float32Array)));
+  r.native.forEach((g, i) => assertClose(g, r.wasm[i]!, `gradient ${i}`));
+  tf.dispose([x, w1, w2]);
+});
+
+test('MDT_NATIVE=0 keeps the wasm kernel, other values are refused', { skip }, () => {
+  const saved = process.env.MDT_NATIVE;
+  try {
+    process.env.MDT_NATIVE = '0';
+    const s = enableNativeKernels();
+    assert.equal(s.enabled, false);
+    assert.match(s.reason, /MDT_NATIVE=0/);
+    const before = nativeKernelsStatus().calls;
+    tf.tidy(() => tf.matMul(tf.ones([4, 4]), tf.ones([4, 4])).dataSync());
+    assert.equal(nativeKernelsStatus().calls, before);
+    process.env.MDT_NATIVE = 'yes';
+    assert.throws(() => enableNativeKernels(), /MDT_NATIVE must be 0 or 1, got "yes"/);
+  } finally {
+    if (saved === undefined) delete process.env.MDT_NATIVE;
+    else process.env.MDT_NATIVE = saved;
+  }
+  assert.ok(enableNativeKernels({ threads: 2 }).enabled);
+});
+
+test('golden parity (compile/parity-cli.ts) passes every case with the kernels on', { skip }, () => {
+  // The CLI's own entry point, in a child process whose wasm backend has the kernels on.
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const script = [
+    "import { initBackend } from './dsl/backend.ts';",
+    "import { enableNativeKernels, nativeKernelsStatus } from './dsl/native.ts';",
+    "import { parityMain } from './compile/parity-cli.ts';",
+    "await initBackend({ prefer: 'wasm' });",
+    'const s = enableNativeKernels();',
+    "if (!s.enabled) throw new Error('native kernels did not start: ' + s.reason);",
+    "const code = await parityMain(['--backend', 'wasm']);",
+    "console.log('native ' + JSON.stringify(nativeKernelsStatus()));",
+    'process.exitCode = code;',
+  ].join('\n');
+  let out: string;
+  try {
+    out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', script], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { ...process.env, MDT_BACKEND: '', MDT_NATIVE: '1' },
+    });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string };
+    assert.fail(`parity with native kernels failed:\n${err.stdout ?? ''}\n${err.stderr ?? ''}`);
+  }
+  assert.match(out, /parity: 79 passed, 0 failed, 0 skipped/, out);
+  const calls = Number(/"calls":(\d+)/.exec(out)?.[1] ?? 0);
+  assert.ok(calls > 0, `no product ran natively during parity:\n${out}`);
+  console.log(`parity with native kernels: 79/79, ${calls} native products`);
+});
