@@ -2,8 +2,8 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { initBackend, type BackendName } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
+import type { BackendName } from '../dsl/backend.ts';
+import { startRuntime } from './runtime.ts';
 import { runFixture, type CaseResult } from './parity.ts';
 
 export const DEFAULT_FIXTURES = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../shared/fixtures');
@@ -40,9 +40,8 @@ export async function parityMain(argv: readonly string[]): Promise<number> {
     backend = args[bi + 1] as BackendName;
     args.splice(bi, 2);
   }
-  const info = await initBackend({ prefer: backend });
-  registerMissingKernels();
-  console.log(`backend: ${info.name}`);
+  const info = await startRuntime(backend);
+  console.log(`backend: ${info.name}${info.detail.native ? ` (native kernels: ${String(info.detail.native)})` : ''}`);
   const dirs = (args.length > 0 ? args : [DEFAULT_FIXTURES]).flatMap((d) => fixtureDirs(resolve(d)));
   const results = await runParity(dirs);
   return results.some((r) => r.status === 'FAIL') ? 1 : 0;

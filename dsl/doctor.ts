@@ -2,6 +2,7 @@
 // a CUDA/cuDNN mismatch shows up as such instead of as a silent CPU fallback.
 
 import * as tf from '@tensorflow/tfjs';
+import { enableNativeKernels } from './native.ts';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { availableParallelism, cpus, release } from 'node:os';
@@ -181,6 +182,11 @@ async function liveSection(): Promise<string[]> {
           `(requested ${String(wasm.threadsRequested)}), binary ${String(wasm.binary ?? 'unknown')}` +
           (wasm.threadsFallback !== undefined ? `; threaded build failed: ${String(wasm.threadsFallback)}` : ''),
   );
+  if (wasm !== null) {
+    // What `mdt` commands would do on this backend: route matrix products to the native addon.
+    const native = enableNativeKernels();
+    lines.push(`Native kernels: ${native.enabled ? `on, ${native.threads} thread(s): ${native.reason}` : `off: ${native.reason}`}`);
+  }
   return lines;
 }
 

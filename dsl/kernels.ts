@@ -369,7 +369,7 @@ function registerFlatKernels(): void {
 export function registerMissingKernels(): void {
   registerFlatKernels();
   install('UnsortedSegmentSum', () => unsortedSegmentSumKernel as tf.KernelFunc, true);
-  install('Identity', () => ((args: KernelArgs) => share(wasmOf(args), args.inputs.x as tf.TensorInfo)) as tf.KernelFunc);
+  install('Identity', (previous) => numericOnly((args) => share(wasmOf(args), args.inputs.x as tf.TensorInfo), previous!, 'x'));
   install('Cast', (previous) => ((args: KernelArgs) => {
     const x = args.inputs.x as tf.TensorInfo;
     const dtype = (args.attrs as unknown as { dtype: tf.DataType }).dtype;

@@ -97,7 +97,7 @@ function resolveThreads(threads: unknown): number {
   if (threads !== undefined) return check(threads, 'threads', JSON.stringify(threads));
   const env = process.env.MDT_NATIVE_THREADS?.trim();
   if (env !== undefined && env !== '') return check(Number(env), 'MDT_NATIVE_THREADS', JSON.stringify(env));
-  return availableParallelism();
+  return Math.min(availableParallelism(), NATIVE_MAX_THREADS);
 }
 
 export interface MatMulPlan {

@@ -4,13 +4,19 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../dsl/backend.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
+import { disableNativeKernels, enableNativeKernels } from '../dsl/native.ts';
 import { DEFAULT_FIXTURES, fixtureDirs, runParity } from '../compile/parity-cli.ts';
 
-for (const backend of ['wasm', 'cpu'] as const) {
-  test(`every fixture case passes on ${backend}`, async () => {
-    await initBackend({ prefer: backend });
+for (const backend of ['wasm', 'wasm+native', 'cpu'] as const) {
+  test(`every fixture case passes on ${backend}`, async (t) => {
+    await initBackend({ prefer: backend === 'cpu' ? 'cpu' : 'wasm' });
     registerMissingKernels();
-    assert.equal(tf.getBackend(), backend);
+    disableNativeKernels();
+    if (backend === 'wasm+native') {
+      const native = enableNativeKernels();
+      if (!native.enabled) return t.skip(`native kernels unavailable: ${native.reason}`);
+    }
+    assert.equal(tf.getBackend(), backend === 'cpu' ? 'cpu' : 'wasm');
     const lines: string[] = [];
     const results = await runParity(fixtureDirs(DEFAULT_FIXTURES), (l) => lines.push(l));
     assert.equal(fixtureDirs(DEFAULT_FIXTURES).length, 3);
@@ -21,5 +27,6 @@ for (const backend of ['wasm', 'cpu'] as const) {
     const worst = new Map<string, number>();
     for (const r of results) worst.set(r.kind, Math.max(worst.get(r.kind) ?? 0, r.ratio));
     console.log(`${backend} worst error/allowed per kind: ${[...worst].map(([k, v]) => `${k} ${v.toExponential(1)}`).join(', ')}`);
+    disableNativeKernels();
   });
 }

@@ -3,8 +3,8 @@
  * error that says what is allowed), the model-size flags, the backend flag.
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { BACKEND_NAMES, initBackend, type BackendInfo, type BackendName } from '../../dsl/backend.ts';
-import { registerMissingKernels } from '../../dsl/kernels.ts';
+import { BACKEND_NAMES, type BackendInfo, type BackendName } from '../../dsl/backend.ts';
+import { startRuntime } from '../../compile/runtime.ts';
 import { MODEL_NAMES, type ModelConfig } from '../config.ts';
 import { spaceTimesteps } from '../diffusion/respace.ts';
 
@@ -113,9 +113,7 @@ export function backendOption(): Option {
 
 /** Starts the backend before any tensor exists, with the kernels wasm lacks. */
 export async function startBackend(prefer: BackendChoice): Promise<BackendInfo> {
-  const info = await initBackend({ prefer });
-  registerMissingKernels();
-  return info;
+  return startRuntime(prefer);
 }
 
 /** A file or folder name from free text: letters, digits, '.', '_', '-'. */
