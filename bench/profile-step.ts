@@ -3,11 +3,12 @@
 // on its own (for wasm: wall time around the call), so the sum is close to the step time.
 // Ops with hand-written gradients appear in tf.profile as scopes around their kernels; they are
 // counted apart, not as kernels.
-//   npx tsx bench/profile-step.ts [main s2 tiny ...] [--backend wasm|cpu] [--threads N] [--top K] [--shapes KERNEL]
+//   npx tsx bench/profile-step.ts [main s2 tiny ...] [--backend wasm|cpu] [--threads N] [--native] [--top K] [--shapes KERNEL]
 import * as tf from '@tensorflow/tfjs';
 import { parseArgs } from 'node:util';
 import { initBackend, type BackendName } from '../dsl/backend.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
+import { enableNativeKernels } from '../dsl/native.ts';
 import { keyFromSeed, foldIn } from '../dsl/random.ts';
 import { BENCH_CONFIGS, isBenchConfigName, trainFixture, type BenchConfig } from './configs.ts';
 
@@ -90,13 +91,14 @@ export function formatProfile(title: string, p: StepProfile, top: number): strin
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { backend: { type: 'string', default: 'wasm' }, threads: { type: 'string' }, top: { type: 'string', default: '25' }, shapes: { type: 'string' } },
+    options: { backend: { type: 'string', default: 'wasm' }, threads: { type: 'string' }, native: { type: 'boolean', default: false }, top: { type: 'string', default: '25' }, shapes: { type: 'string' } },
   });
   const names = positionals.length > 0 ? positionals : ['main', 's2'];
   for (const n of names) if (!isBenchConfigName(n)) throw new Error(`unknown config "${n}"; expected one of ${Object.keys(BENCH_CONFIGS).join(', ')}`);
   const info = await initBackend({ prefer: values.backend as BackendName, ...(values.threads ? { threads: Number(values.threads) } : {}) });
   registerMissingKernels();
-  console.log(`backend ${info.name}${info.name === 'wasm' ? `, ${String(info.detail.threads)} thread(s)` : ''}`);
+  const native = values.native ? `, ${enableNativeKernels().reason}` : '';
+  console.log(`backend ${info.name}${info.name === 'wasm' ? `, ${String(info.detail.threads)} thread(s)` : ''}${native}`);
   for (const n of names) {
     const b = BENCH_CONFIGS[n as keyof typeof BENCH_CONFIGS];
     const p = await profileStep(b, 2, values.shapes);

@@ -1,14 +1,16 @@
-// `npm run bench [-- --full] [--configs tiny,s2,main] [--variants wasm-threads,wasm-1,cpu] [--no-write]`
+// `npm run bench [-- --full] [--configs tiny,s2,main] [--variants wasm-threads,wasm-1,wasm-native,wasm-1-native,cpu] [--no-write]`
 //
 // Training step (full + masked branch, AdamW, EMA) and DDPM sampling with CFG for the tiny
 // MDT, MDT-S/2 at batch 8 and the main job's pixel MDT, on every backend present: the
-// threaded wasm build, single-thread wasm, and the cpu backend (tiny config only, it runs
+// threaded wasm build, single-thread wasm, each with the native product kernels when they are
+// built (dsl/native.ts; the runtime's default), and the cpu backend (tiny config only, it runs
 // ~0.6 GFLOP/s). A measurement, not a test: it prints a table and writes a JSON record to
 // bench/results/. Each (variant, config) runs in its own child process, since the wasm
 // thread count is fixed per process and peak RSS is per process.
 //
-// --quick (the default, ~5 minutes on 2 cores) runs few steps (one for MDT-S/2) and samples
-// 10 respaced steps (1 for MDT-S/2); --full runs more and samples 250 (20 for MDT-S/2).
+// --quick (the default, ~5 minutes on 2 cores) runs few steps (one for MDT-S/2, on two
+// variants) and samples 10 respaced steps (1 for MDT-S/2); --full runs more and samples 250
+// (20 for MDT-S/2).
 // Sampling is reported per step and scaled to 250 steps. Medians throughout; the load average
 // is recorded because other processes on the machine skew wall times.
 
@@ -22,15 +24,20 @@ import * as tf from '@tensorflow/tfjs';
 import { availableBackends, initBackend, type BackendName } from '../dsl/backend.ts';
 import { writeFileAtomic } from '../dsl/atomic-write.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
+import { nativeKernelsStatus, enableNativeKernels } from '../dsl/native.ts';
 import { WASM_MAX_THREADS } from '../dsl/backend-wasm.ts';
 import { BENCH_CONFIGS, isBenchConfigName, trainFixture, type BenchConfigName } from './configs.ts';
 import { measureConfig, type ConfigResult, type Counts } from './measure.ts';
 
+const THREADS = Math.min(availableParallelism(), WASM_MAX_THREADS);
+// `native`: BatchMatMul on the native addon (dsl/native.ts), as compile/runtime.ts starts it when built.
 const VARIANTS = {
-  'wasm-threads': { backend: 'wasm', threads: Math.min(availableParallelism(), WASM_MAX_THREADS) },
-  'wasm-1': { backend: 'wasm', threads: 1 },
-  cpu: { backend: 'cpu', threads: 1 },
-} as const satisfies Record<string, { backend: BackendName; threads: number }>;
+  'wasm-threads': { backend: 'wasm', threads: THREADS, native: false },
+  'wasm-1': { backend: 'wasm', threads: 1, native: false },
+  'wasm-native': { backend: 'wasm', threads: THREADS, native: true },
+  'wasm-1-native': { backend: 'wasm', threads: 1, native: true },
+  cpu: { backend: 'cpu', threads: 1, native: false },
+} as const satisfies Record<string, { backend: BackendName; threads: number; native: boolean }>;
 type Variant = keyof typeof VARIANTS;
 
 const COUNTS: Record<'quick' | 'full', Record<BenchConfigName, Counts>> = {
@@ -56,6 +63,11 @@ async function child(variant: Variant, name: BenchConfigName, mode: 'quick' | 'f
   const v = VARIANTS[variant];
   const info = await initBackend({ prefer: v.backend, threads: v.threads });
   registerMissingKernels();
+  if (v.native) {
+    const native = enableNativeKernels();
+    if (!native.enabled) throw new Error(`bench: variant ${variant} needs the native kernels: ${native.reason}`);
+    info.detail.native = native.reason;
+  }
   const b = BENCH_CONFIGS[name];
   const fx = trainFixture(b);
   const r = await measureConfig(b, fx, COUNTS[mode][name]);
@@ -67,7 +79,7 @@ async function child(variant: Variant, name: BenchConfigName, mode: 'quick' | 'f
 function runChild(variant: Variant, name: BenchConfigName, mode: string): ChildResult {
   const stdout = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', variant, name, mode], {
     encoding: 'utf8',
-    env: { ...process.env, MDT_BACKEND: '', MDT_WASM_THREADS: '' },
+    env: { ...process.env, MDT_BACKEND: '', MDT_WASM_THREADS: '', MDT_NATIVE: '', MDT_NATIVE_THREADS: '' },
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 1 << 24,
   });
@@ -87,6 +99,13 @@ function table(rows: readonly ChildResult[]): string {
   const widths = head.map((_, i) => Math.max(...[head, ...body].map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((v, i) => (i < 2 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join('  ');
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+/** Whether the native kernels can run here (checked in a child, as enabling them is per process). */
+function nativeAvailable(): boolean {
+  if (process.env.MDT_NATIVE?.trim() === '0') return false;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--native-check'], { encoding: 'utf8', env: { ...process.env, MDT_NATIVE: '' } });
+  return out.trim().split('\n').at(-1) === 'true';
 }
 
 function resultPath(dir: string): string {
@@ -113,7 +132,8 @@ async function main(): Promise<void> {
   const variants = values.variants.split(',').map((s) => s.trim());
   for (const v of variants) if (!(v in VARIANTS)) throw new Error(`bench: unknown variant "${v}"; expected any of ${Object.keys(VARIANTS).join(', ')}`);
   const available = await availableBackends();
-  const plan = (variants as Variant[]).filter((v) => available.includes(VARIANTS[v].backend) && !(v === 'wasm-threads' && VARIANTS[v].threads < 2));
+  const nativeBuilt = nativeAvailable();
+  const plan = (variants as Variant[]).filter((v) => available.includes(VARIANTS[v].backend) && (VARIANTS[v].threads > 1 || !(v === 'wasm-threads' || v === 'wasm-native')) && (!VARIANTS[v].native || nativeBuilt));
 
   const load0 = loadavg();
   const started = performance.now();
@@ -121,6 +141,8 @@ async function main(): Promise<void> {
   for (const name of configs as BenchConfigName[]) {
     for (const v of plan) {
       if (v === 'cpu' && name !== 'tiny') continue;
+      // MDT-S/2 steps take ~20-40 s: quick mode runs it on single-thread wasm and the default runtime only.
+      if (mode === 'quick' && name === 's2' && v !== 'wasm-1' && v !== (nativeBuilt ? 'wasm-native' : 'wasm-threads')) continue;
       process.stderr.write(`bench (${mode}): ${name} on ${v} …\n`);
       rows.push(runChild(v, name, mode));
     }
@@ -145,6 +167,9 @@ async function main(): Promise<void> {
 
 if (process.argv[2] === '--child') {
   await child(process.argv[3] as Variant, process.argv[4] as BenchConfigName, process.argv[5] as 'quick' | 'full');
+} else if (process.argv[2] === '--native-check') {
+  await initBackend({ prefer: 'wasm', threads: 1 });
+  console.log(String(enableNativeKernels().enabled && nativeKernelsStatus().enabled));
 } else {
   await main();
 }

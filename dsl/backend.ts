@@ -83,18 +83,23 @@ function resolvePreference(prefer: unknown): { want: BackendName | 'auto'; sourc
 }
 
 /**
- * The default is every available core (at most 8): threads are on because the models this
- * project trains gain from them. Measured on its 2-core machine (npm run bench; training step
- * with both branches, AdamW and EMA; results are bitwise the same for any thread count):
- * with both cores free, 2 threads take the main job (pixel MDT, 64 tokens, D 128, batch 32)
- * from 2.3 s to 1.7 s and MDT-S/2 at batch 8 from ~33 s to ~18 s.
+ * The default is every available core (at most 8): threads are on because the products of the
+ * models this project trains gain from them when wasm computes them. Measured on its 2-core
+ * machine (npm run bench; training step with both branches, AdamW and EMA; results are bitwise
+ * the same for any thread count): with both cores free, 2 threads take the main job (pixel
+ * MDT, 64 tokens, D 128, batch 32) from 2.3 s to 1.7 s and MDT-S/2 at batch 8 from ~33 s to
+ * ~18 s.
  *
- * The rule for 1 thread (MDT_WASM_THREADS=1): a model whose ops are tiny — under ~1 GFLOP
- * per training step, like the 16-token test configs — where XNNPACK's per-op dispatch to the
- * pool costs more than it saves (~90 → ~160 ms per step); and a machine where other processes
- * keep a core busy, since the caller waits at every op for a worker that is descheduled (the
- * main job then takes ~20% longer on 2 threads than on 1). The pool size is fixed when the
- * backend starts, before any model exists, so the choice cannot follow the model.
+ * The rule for 1 thread (MDT_WASM_THREADS=1):
+ * - when the native product kernels run (dsl/native.ts, compile/runtime.ts): they bring their
+ *   own thread pool, and a wasm pool only parallelises the elementwise rest while contending
+ *   with it — main job 0.69 s on 1 wasm thread vs 0.75 s on 2, MDT-S/2 5.5 s vs 5.4 s;
+ * - a model whose ops are tiny (the 16-token test configs, ~0.3 GFLOP per step), where
+ *   XNNPACK's per-op dispatch to the pool costs more than it saves (~90 → ~160 ms per step);
+ * - a machine where other processes keep a core busy: the caller waits at every op for a
+ *   worker that is descheduled (the main job then takes ~20% longer on 2 threads than on 1).
+ * The pool size is fixed when the backend starts, before any model exists and before the
+ * native kernels are switched on, so the default cannot follow either.
  */
 function resolveThreads(threads: unknown): { threads: number; source: string } {
   const check = (v: unknown, source: string, given: string) => {

@@ -7,10 +7,21 @@
  * every gradient here is written as explicit transposes plus plain products, transposing
  * whichever operand is smaller. Batched products (attention) run on wasm as a depthwise
  * convolution, which XNNPACK runs as one grouped GEMM (~10 GFLOP/s, ~5× the batched matmul).
+ * Where BatchMatMul handles flags and batches well (flexibleProducts) the plain forms are used.
  */
 import * as tf from '@tensorflow/tfjs';
+import { nativeKernelsStatus } from './native.ts';
 
 type Grad = Parameters<typeof tf.customGrad>[0];
+
+/**
+ * Whether BatchMatMul runs transpose flags and batches at full speed: everywhere but on
+ * tfjs-backend-wasm's own kernel, whose fast path is plain rank-2 only — unless the native
+ * kernels (dsl/native.ts) have replaced it.
+ */
+export function flexibleProducts(): boolean {
+  return tf.getBackend() !== 'wasm' || nativeKernelsStatus().enabled;
+}
 
 /**
  * The two halves of an op with a hand-written gradient: `forward` returns the value and the
@@ -36,15 +47,32 @@ export function customOp<F>(piece: Piece): F {
   }) as unknown as Grad) as unknown as F;
 }
 
-/** aᵀ·b for rank-2 a (M, K), b (M, N): transposes the narrower of the two. */
+/**
+ * Σ over axis `axis` of x, the leading axis of (M, N) or the middle one of (G, L, D): with the
+ * native product kernels, as a product with ones (a fraction of any Sum kernel's time there).
+ */
+export function sumRows(x: tf.Tensor, axis: 0 | 1): tf.Tensor {
+  if (tf.getBackend() !== 'wasm' || !nativeKernelsStatus().enabled) return tf.sum(x, axis);
+  const shape = x.shape;
+  const ones = tf.ones(axis === 0 ? [1, shape[0]!] : [1, 1, shape[1]!]);
+  return tf.reshape(tf.matMul(ones, x), shape.filter((_, i) => i !== axis));
+}
+
+/** aᵀ·b for rank-2 a (M, K), b (M, N); with plain products only, transposes the narrower of the two. */
 function transposedProduct(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  if (flexibleProducts()) return tf.matMul(a, b, true, false);
   return a.shape[1] <= b.shape[1] ? tf.matMul(tf.transpose(a), b) : tf.transpose(tf.matMul(tf.transpose(b), a)) as tf.Tensor2D;
+}
+
+/** a·bᵀ for rank-2 a (M, K), b (N, K). */
+function productTransposed(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return flexibleProducts() ? tf.matMul(a, b, false, true) : tf.matMul(a, tf.transpose(b));
 }
 
 /** a (M, K) · b (K, N). */
 export const matmul2d = customOp<(a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D>({
   forward: (a, b) => ({ value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D), saved: [a, b] }),
-  backward: (dy, [a, b]) => [tf.matMul(dy as tf.Tensor2D, tf.transpose(b as tf.Tensor2D)), transposedProduct(a as tf.Tensor2D, dy as tf.Tensor2D)],
+  backward: (dy, [a, b]) => [productTransposed(dy as tf.Tensor2D, b as tf.Tensor2D), transposedProduct(a as tf.Tensor2D, dy as tf.Tensor2D)],
 });
 
 /**
@@ -53,14 +81,14 @@ export const matmul2d = customOp<(a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D
  * wasm's (dsl/native.ts).
  */
 export function linearForward(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
-  const y = tf.matMul(x, tf.transpose(w)) as tf.Tensor2D;
+  const y = productTransposed(x, w);
   return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D);
 }
 
 /** dx, dw (and db) of linearForward: dx = dy·w needs no transpose at all. */
 export function linearBackward(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D, withBias: boolean): tf.Tensor[] {
   const grads: tf.Tensor[] = [tf.matMul(dy, w), transposedProduct(dy, x)];
-  if (withBias) grads.push(tf.sum(dy, 0));
+  if (withBias) grads.push(sumRows(dy, 0));
   return grads;
 }
 
@@ -92,49 +120,103 @@ function groupConv(x: tf.Tensor3D, f: tf.Tensor3D, contractLeading: boolean): tf
   return tf.reshape(tf.depthwiseConv2d(img, filter, 1, 'valid'), [contractLeading ? a1 : a0, g, m]);
 }
 
-/**
- * softmax(q·kᵀ + bias)·v for every group g (sample × head) at once, token-major: q, k, v and
- * the result are (L, G, hd), [token][group][channel] — plain views of 2-D projections.
- * `bias` is (L, R, H, L) with G = R·H, or R = 1 to share it across samples. The caller
- * scales q. Returns the value and what attentionCoreBackward needs.
- *
- * Each batched product is a depthwise convolution (see groupConv), whose filter operand is
- * read as-is in this layout: one operand per product is transposed, 3 forward and 4 backward.
- * Only the transposed probabilities are kept (they are the largest tensor here).
- */
-export function attentionCoreForward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, bias: tf.Tensor4D | null): { value: tf.Tensor3D; saved: tf.Tensor[] } {
-  const [l, g, hd] = q.shape;
-  for (const [name, t] of [['k', k], ['v', v]] as const) {
-    if (t.shape[0] !== l || t.shape[1] !== g || t.shape[2] !== hd) throw new Error(`attention: q is (${q.shape.join(', ')}) so ${name} must be too, got (${t.shape.join(', ')})`);
-  }
-  let logits = groupConv(tf.transpose(q, [0, 2, 1]), tf.transpose(k, [2, 1, 0]), false);
-  if (bias !== null) {
-    const [bl, rows, heads, bl2] = bias.shape;
-    if (bl !== l || bl2 !== l || g % heads !== 0 || (rows !== 1 && rows * heads !== g)) {
-      throw new Error(`attention: the bias must be (${l}, 1 or ${g}/heads, heads, ${l}) for q (${q.shape.join(', ')}), got (${bias.shape.join(', ')})`);
-    }
-    logits = tf.reshape(tf.add(tf.reshape(logits, [l, g / heads, heads, l]), bias), [l, g, l]);
-  }
-  const pt = tf.transpose(tf.softmax(logits), [0, 2, 1]) as tf.Tensor3D;
-  return { value: groupConv(pt, v, false), saved: bias === null ? [q, k, v, pt] : [q, k, v, pt, bias] };
+/** (out, heads, L, L) sums to (1, heads, L, L) when the bias was shared across samples. */
+function biasGrad(dLogits4: tf.Tensor4D, rows: number, sampleAxis: number): tf.Tensor {
+  return rows === 1 ? tf.sum(dLogits4, sampleAxis, true) : dLogits4;
 }
 
-/** dq, dk, dv (and dbias, summed over samples when shared) of attentionCoreForward. */
-export function attentionCoreBackward(dOut: tf.Tensor3D, saved: readonly tf.Tensor[]): tf.Tensor[] {
-  const [q, k, v, pt, bias] = saved as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor4D | undefined];
-  const [l, g] = q.shape;
-  const p = tf.transpose(pt, [0, 2, 1]);
-  // out[i,g,d] = Σ_j p[i,g,j]·v[j,g,d]
-  const dv = groupConv(pt, dOut, true);
-  const dp = groupConv(tf.transpose(dOut, [0, 2, 1]), tf.transpose(v, [2, 1, 0]), false);
-  const dLogits = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(p, dp), 2, true))) as tf.Tensor3D;
-  // logits[i,g,j] = Σ_d q[i,g,d]·k[j,g,d]
-  const dlt = tf.transpose(dLogits, [0, 2, 1]);
-  const grads: tf.Tensor[] = [groupConv(dlt, k, false), groupConv(dlt, q, true), dv];
-  if (bias !== undefined) {
-    const [, rows, heads] = bias.shape;
-    const d4 = tf.reshape(dLogits, [l, g / heads, heads, l]);
-    grads.push(rows === 1 ? tf.sum(d4, 1, true) : d4);
-  }
-  return grads;
+/**
+ * How attention lays out its products per group g = (sample, head), with the matching
+ * relative-position bias layout (layers/relpos.ts). Both compute softmax(q·kᵀ + bias)·v with q
+ * already scaled; `forward` returns the value and what `backward` needs.
+ */
+export interface AttentionLayout {
+  readonly name: 'token-major' | 'batch-major';
+  /** x (B, L, D) → its rows (B·L, D) in this layout's order. */
+  rows(x: tf.Tensor): tf.Tensor2D;
+  /** The inverse of rows. */
+  unrows(r: tf.Tensor, b: number, l: number): tf.Tensor3D;
+  /** Rows (B·L, heads·hd) of a projection → the products' operand. */
+  split(r: tf.Tensor, b: number, l: number, heads: number): tf.Tensor3D;
+  /** The inverse of split. */
+  merge(t: tf.Tensor, b: number, l: number, heads: number): tf.Tensor2D;
+  forward(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, bias: tf.Tensor4D | null): { value: tf.Tensor3D; saved: tf.Tensor[] };
+  /** dq, dk, dv (and dbias, summed over samples when shared). */
+  backward(dOut: tf.Tensor3D, saved: readonly tf.Tensor[]): tf.Tensor[];
+}
+
+/**
+ * For wasm's own kernels: rows are (token, sample), so q, k, v and the result are (L, G, hd)
+ * views of 2-D products, and each batched product is a depthwise convolution (groupConv)
+ * whose filter operand is read as-is in this layout — one operand per product is transposed,
+ * 3 forward and 4 backward. The bias is (L, 1 or B, heads, L). Only the transposed
+ * probabilities are kept (the largest tensor here).
+ */
+export const tokenMajorAttention: AttentionLayout = {
+  name: 'token-major',
+  rows: (x) => tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, x.shape[2]!]) as tf.Tensor2D,
+  unrows: (r, b, l) => tf.transpose(tf.reshape(r, [l, b, -1]), [1, 0, 2]) as tf.Tensor3D,
+  split: (r, b, l, heads) => tf.reshape(r, [l, b * heads, -1]) as tf.Tensor3D,
+  merge: (t, b, l) => tf.reshape(t, [l * b, -1]) as tf.Tensor2D,
+  forward(q, k, v, bias) {
+    const [l, g] = q.shape;
+    let logits = groupConv(tf.transpose(q, [0, 2, 1]), tf.transpose(k, [2, 1, 0]), false);
+    if (bias !== null) {
+      const heads = bias.shape[2];
+      logits = tf.reshape(tf.add(tf.reshape(logits, [l, g / heads, heads, l]), bias), [l, g, l]);
+    }
+    const pt = tf.transpose(tf.softmax(logits), [0, 2, 1]) as tf.Tensor3D;
+    return { value: groupConv(pt, v, false), saved: bias === null ? [q, k, v, pt] : [q, k, v, pt, bias] };
+  },
+  backward(dOut, saved) {
+    const [q, k, v, pt, bias] = saved as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor4D | undefined];
+    const [l, g] = q.shape;
+    const p = tf.transpose(pt, [0, 2, 1]);
+    // out[i,g,d] = Σ_j p[i,g,j]·v[j,g,d]
+    const dv = groupConv(pt, dOut, true);
+    const dp = groupConv(tf.transpose(dOut, [0, 2, 1]), tf.transpose(v, [2, 1, 0]), false);
+    const dLogits = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(p, dp), 2, true))) as tf.Tensor3D;
+    // logits[i,g,j] = Σ_d q[i,g,d]·k[j,g,d]
+    const dlt = tf.transpose(dLogits, [0, 2, 1]);
+    const grads: tf.Tensor[] = [groupConv(dlt, k, false), groupConv(dlt, q, true), dv];
+    if (bias !== undefined) grads.push(biasGrad(tf.reshape(dLogits, [l, g / bias.shape[2], bias.shape[2], l]), bias.shape[1], 1));
+    return grads;
+  },
+};
+
+/**
+ * Where BatchMatMul takes batches and transpose flags at full speed (native kernels, cpu,
+ * tensorflow): (G, L, hd) operands and plain batched products with flags. The bias is
+ * (1 or B, heads, L, L); q, k, v and the merge cost one rank-4 transpose each.
+ */
+export const batchMajorAttention: AttentionLayout = {
+  name: 'batch-major',
+  rows: (x) => tf.reshape(x, [-1, x.shape[2]!]) as tf.Tensor2D,
+  unrows: (r, b, l) => tf.reshape(r, [b, l, -1]) as tf.Tensor3D,
+  split: (r, b, l, heads) => tf.reshape(tf.transpose(tf.reshape(r, [b, l, heads, -1]), [0, 2, 1, 3]), [b * heads, l, -1]) as tf.Tensor3D,
+  merge: (t, b, l, heads) => tf.reshape(tf.transpose(tf.reshape(t, [b, heads, l, -1]), [0, 2, 1, 3]), [b * l, -1]) as tf.Tensor2D,
+  forward(q, k, v, bias) {
+    const [g, l] = q.shape;
+    let logits = tf.matMul(q, k, false, true);
+    if (bias !== null) {
+      const heads = bias.shape[1];
+      logits = tf.reshape(tf.add(tf.reshape(logits, [g / heads, heads, l, l]), bias), [g, l, l]);
+    }
+    const p = tf.softmax(logits) as tf.Tensor3D;
+    return { value: tf.matMul(p, v), saved: bias === null ? [q, k, v, p] : [q, k, v, p, bias] };
+  },
+  backward(dOut, saved) {
+    const [q, k, v, p, bias] = saved as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor4D | undefined];
+    const [g, l] = q.shape;
+    const dp = tf.matMul(dOut, v, false, true);
+    const dLogits = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(p, dp), 2, true))) as tf.Tensor3D;
+    const grads: tf.Tensor[] = [tf.matMul(dLogits, k), tf.matMul(dLogits, q, true, false), tf.matMul(p, dOut, true, false)];
+    if (bias !== undefined) grads.push(biasGrad(tf.reshape(dLogits, [g / bias.shape[1], bias.shape[1], l, l]), bias.shape[0], 0));
+    return grads;
+  },
+};
+
+/** The layout the active backend runs fastest. */
+export function attentionLayout(): AttentionLayout {
+  return flexibleProducts() ? batchMajorAttention : tokenMajorAttention;
 }

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Broadcast, Dim, Mul, Numel, Shape, ShapeError } from './shape.ts';
 import { wrap, type Tensor } from './tensor.ts';
-import { customOp, linear2d, linearBackward, linearForward, matmul2d, type Piece } from './matmul.ts';
+import { customOp, linear2d, linearBackward, linearForward, matmul2d, sumRows, type Piece } from './matmul.ts';
 
 type Last<S extends Shape> = S extends readonly [...Shape, infer L] ? L : never;
 type Init<S extends Shape> = S extends readonly [...infer I extends Shape, Dim] ? I : never;
@@ -151,7 +151,7 @@ function layerNormModulatePiece(eps: number): Piece {
       const gain = tf.add(tf.expandDims(scale!, 1), 1);
       return { value: tf.add(tf.mul(y, gain), tf.expandDims(shift!, 1)), saved: [y, r, gain] };
     },
-    backward: (dz, [y, r, gain]) => [normalizeGrad(tf.mul(dz, gain!), y!, r!), tf.sum(dz, 1), tf.sum(tf.mul(dz, y!), 1)],
+    backward: (dz, [y, r, gain]) => [normalizeGrad(tf.mul(dz, gain!), y!, r!), sumRows(dz, 1), sumRows(tf.mul(dz, y!), 1)],
   };
 }
 
@@ -179,7 +179,7 @@ export function adaLNResidual(inner: Piece, eps: number): Piece {
       const [g, h] = saved.slice(LN_SAVED, LN_SAVED + 2) as [tf.Tensor, tf.Tensor];
       const [dz, ...dRest] = inner.backward(tf.mul(dy, g), saved.slice(LN_SAVED + 2));
       const [dx, dShift, dScale] = ln.backward(dz!, saved.slice(0, LN_SAVED));
-      return [tf.add(dy, dx!), dShift!, dScale!, tf.sum(tf.mul(dy, h), 1), ...dRest];
+      return [tf.add(dy, dx!), dShift!, dScale!, sumRows(tf.mul(dy, h), 1), ...dRest];
     },
   };
 }

@@ -4,7 +4,7 @@ import type { Dim, Sym } from '../dsl/shape.ts';
 import { layer, named, type Layer } from '../dsl/layer.ts';
 import { mergeDecls, prefixDecls, type ParamDecls, type ParamView } from '../dsl/param.ts';
 import { adaLNResidual, chunkLast, concatLast, layerNormModulate, linear as linearOp, mlpPiece, silu } from '../dsl/ops.ts';
-import { customOp } from '../dsl/matmul.ts';
+import { attentionLayout, customOp } from '../dsl/matmul.ts';
 import { wrap, type Tensor } from '../dsl/tensor.ts';
 import { linear, zeros } from './linear.ts';
 import { mlp } from './mlp.ts';
@@ -54,7 +54,10 @@ const MLP_PARAMS = ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'];
 export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o: BlockOptions): Layer<readonly [B, L, D], readonly [B, L, D], BlockCtx<D>> {
   const attnLayer = attention(b, len, dim, o.heads, o.grid);
   const attn = named('attn', attnLayer);
-  const attnBranch = customOp<Branch>(adaLNResidual(attnLayer.piece, LN_EPS));
+  const attnBranch = {
+    'token-major': customOp<Branch>(adaLNResidual(attnLayer.pieces['token-major'], LN_EPS)),
+    'batch-major': customOp<Branch>(adaLNResidual(attnLayer.pieces['batch-major'], LN_EPS)),
+  };
   // The MLP's parameters as layers/mlp.ts declares them; the branch runs them as mlpPiece.
   const ff = named('mlp', mlp([b, len] as const, dim, Math.round(dim * o.mlpRatio)));
   const skipLinear = o.skip ? named('skip_linear', linear([b, len] as const, (2 * dim) as Dim, dim)) : null;
@@ -66,7 +69,8 @@ export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o
       x = skipLinear.apply(p, concatLast(x, ctx.skip as Tensor<readonly [B, L, D]>) as unknown as Tensor<readonly [B, L, Dim]>, undefined);
     }
     const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 6, dim).map((t) => t.raw);
-    const afterAttn = attnBranch(x.raw, shiftMsa!, scaleMsa!, gateMsa!, ...attnLayer.inputs(p.scope('attn'), ctx));
+    const layout = attentionLayout();
+    const afterAttn = attnBranch[layout.name](x.raw, shiftMsa!, scaleMsa!, gateMsa!, ...attnLayer.inputs(p.scope('attn'), ctx, layout));
     const ffp = p.scope('mlp');
     return wrap(mlpBranch(afterAttn, shiftMlp!, scaleMlp!, gateMlp!, ...MLP_PARAMS.map((n) => ffp.get(n).raw)));
   });

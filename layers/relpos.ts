@@ -48,29 +48,27 @@ export function biasPlan(grid: number, tokens: { ids: Int32Array; batch: number;
   return { index: out, rows: batch, len };
 }
 
-/** (rows, heads, L, L) bias from a (R, heads) table, the official layout. */
-export function gatherBias(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
-  const heads = table.shape[1]!;
-  const g = tf.reshape(tf.gather(table, tf.tensor1d(plan.index, 'int32'), 0), [plan.rows, plan.len, plan.len, heads]);
-  return tf.transpose(g, [0, 3, 1, 2]) as tf.Tensor4D;
-}
+const flatIndex = new WeakMap<BiasPlan, Map<string, Int32Array>>();
 
-const tokenMajorIndex = new WeakMap<BiasPlan, Map<string, Int32Array>>();
-
-/** Positions into the flattened transposed table (heads, R) for the (L, rows, heads, L) layout: h·R + index[r, i, j]. */
-function headIndex(plan: BiasPlan, tableRows: number, heads: number): Int32Array {
-  let byShape = tokenMajorIndex.get(plan);
-  if (byShape === undefined) tokenMajorIndex.set(plan, (byShape = new Map()));
-  const key = `${tableRows}x${heads}`;
+/**
+ * Positions into the flattened transposed table (heads, R) — h·R + index[r, i, j] — in the
+ * order of the bias layout: batch-major (rows, heads, L, L), the official one, or token-major
+ * (L, rows, heads, L). Cached per plan.
+ */
+function headIndex(plan: BiasPlan, tableRows: number, heads: number, tokenMajor: boolean): Int32Array {
+  let byShape = flatIndex.get(plan);
+  if (byShape === undefined) flatIndex.set(plan, (byShape = new Map()));
+  const key = `${tableRows}x${heads}${tokenMajor ? 't' : 'b'}`;
   let out = byShape.get(key);
   if (out !== undefined) return out;
   const { rows, len, index } = plan;
   out = new Int32Array(len * rows * heads * len);
   let o = 0;
-  for (let i = 0; i < len; i++) {
-    for (let r = 0; r < rows; r++) {
-      const src = (r * len + i) * len;
-      for (let h = 0; h < heads; h++) {
+  for (let a = 0; a < (tokenMajor ? len : rows); a++) {
+    for (let c = 0; c < (tokenMajor ? rows : heads); c++) {
+      for (let e = 0; e < (tokenMajor ? heads : len); e++) {
+        const [r, h, i] = tokenMajor ? [c, e, a] : [a, c, e];
+        const src = (r * len + i) * len;
         const base = h * tableRows;
         for (let j = 0; j < len; j++) out[o++] = base + index[src + j]!;
       }
@@ -80,13 +78,19 @@ function headIndex(plan: BiasPlan, tableRows: number, heads: number): Int32Array
   return out;
 }
 
-/**
- * The bias in token-major attention's layout, (L, rows, heads, L): [query][sample][head][key],
- * one gather from the transposed table, so nothing of logit size is transposed.
- */
-export function gatherBiasTokenMajor(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
+function gatherFlat(table: tf.Tensor, plan: BiasPlan, tokenMajor: boolean): tf.Tensor4D {
   const [tableRows, heads] = table.shape as [number, number];
   const flat = tf.reshape(tf.transpose(table), [-1]);
-  const g = tf.gather(flat, tf.tensor1d(headIndex(plan, tableRows, heads), 'int32'), 0);
-  return tf.reshape(g, [plan.len, plan.rows, heads, plan.len]) as tf.Tensor4D;
+  const g = tf.gather(flat, tf.tensor1d(headIndex(plan, tableRows, heads, tokenMajor), 'int32'), 0);
+  return tf.reshape(g, tokenMajor ? [plan.len, plan.rows, heads, plan.len] : [plan.rows, heads, plan.len, plan.len]) as tf.Tensor4D;
+}
+
+/** (rows, heads, L, L) bias from a (R, heads) table: the official layout, and batch-major attention's. */
+export function gatherBias(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
+  return gatherFlat(table, plan, false);
+}
+
+/** The bias in token-major attention's layout, (L, rows, heads, L): [query][sample][head][key]. */
+export function gatherBiasTokenMajor(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
+  return gatherFlat(table, plan, true);
 }

@@ -1,13 +1,15 @@
 /**
  * Hand-written gradients (dsl/ops.ts, dsl/matmul.ts, the attention layer) and the wasm kernel
- * replacements (dsl/kernels.ts) against central finite differences, on wasm and on cpu. Each
+ * replacements (dsl/kernels.ts) against central finite differences, on wasm, on cpu, and on wasm
+ * with the native product kernels when they are built (each product layout is covered). Each
  * check compares the directional derivative along random directions: ⟨∇f, u⟩ against
  * (f(x + h·u) − f(x − h·u)) / 2h for f = Σ out·w with a fixed random w.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, type BackendName } from '../dsl/backend.ts';
+import { initBackend } from '../dsl/backend.ts';
+import { disableNativeKernels, enableNativeKernels } from '../dsl/native.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
 import { customOp, linear2d, matmul2d } from '../dsl/matmul.ts';
 import { adaLNResidual, gatherRows, geluTanh, layerNorm, layerNormModulate, linear, mlpPiece, patchify, silu, softmax, unpatchify } from '../dsl/ops.ts';
@@ -24,6 +26,22 @@ import { buildModel } from '../mdt/model.ts';
 import { keepTokens, sideInterpolater } from '../mdt/side-interpolater.ts';
 import { B, L } from '../mdt/trunk.ts';
 import { planFromShuffle } from '../mdt/masking.ts';
+
+const VARIANTS = ['wasm', 'cpu', 'wasm+native'] as const;
+type Variant = (typeof VARIANTS)[number];
+
+/** Starts the variant's backend; false (and the test skipped) when the native kernels are not built. */
+async function on(variant: Variant, t: TestContext): Promise<boolean> {
+  await initBackend({ prefer: variant === 'cpu' ? 'cpu' : 'wasm' });
+  registerMissingKernels();
+  if (variant !== 'wasm+native') {
+    disableNativeKernels();
+    return true;
+  }
+  const status = enableNativeKernels();
+  if (!status.enabled) t.skip(status.reason);
+  return status.enabled;
+}
 
 const H = 1e-2;
 const DIRECTIONS = 3;
@@ -59,10 +77,9 @@ function checkGradients(what: string, f: (...xs: tf.Tensor[]) => tf.Tensor, inpu
 }
 
 
-for (const backend of ['wasm', 'cpu'] as const satisfies readonly BackendName[]) {
-  test(`${backend}: matmul, linear`, async () => {
-    await initBackend({ prefer: backend });
-    registerMissingKernels();
+for (const backend of VARIANTS) {
+  test(`${backend}: matmul, linear`, async (t) => {
+    if (!(await on(backend, t))) return;
     const k = keyFromSeed(1);
     // Both orders of the weight-gradient transpose: I < O and I > O.
     checkGradients('matmul2d', (a, b) => matmul2d(a as tf.Tensor2D, b as tf.Tensor2D), [randn(foldIn(k, 0), [6, 5]), randn(foldIn(k, 1), [5, 7])], foldIn(k, 2));
@@ -73,9 +90,8 @@ for (const backend of ['wasm', 'cpu'] as const satisfies readonly BackendName[])
     }
   });
 
-  test(`${backend}: layerNorm, layerNormModulate, gelu, silu, softmax`, async () => {
-    await initBackend({ prefer: backend });
-    registerMissingKernels();
+  test(`${backend}: layerNorm, layerNormModulate, gelu, silu, softmax`, async (t) => {
+    if (!(await on(backend, t))) return;
     const k = keyFromSeed(2);
     checkGradients('layerNorm', (x) => layerNorm(wrap(x), 1e-6).raw, [randn(foldIn(k, 0), [3, 4, 8])], foldIn(k, 1));
     checkGradients('layerNormModulate', (x, shift, scale) => layerNormModulate(wrap<readonly [number, number, number]>(x), wrap<readonly [number, number]>(shift), wrap<readonly [number, number]>(scale), 1e-6).raw,
@@ -89,9 +105,8 @@ for (const backend of ['wasm', 'cpu'] as const satisfies readonly BackendName[])
     checkGradients('softmax', (x) => softmax(wrap(x)).raw, [randn(foldIn(k, 10), [3, 5, 7])], foldIn(k, 11));
   });
 
-  test(`${backend}: gathers, patchify and unpatchify, sums and transposes`, async () => {
-    await initBackend({ prefer: backend });
-    registerMissingKernels();
+  test(`${backend}: gathers, patchify and unpatchify, sums and transposes`, async (t) => {
+    if (!(await on(backend, t))) return;
     const k = keyFromSeed(3);
     const idx = tf.tensor1d([3, 0, 3, 5, 1], 'int32');
     checkGradients('gatherRows', (t) => gatherRows(wrap<readonly [number, number]>(t), wrap<readonly [number]>(idx)).raw, [randn(foldIn(k, 0), [6, 4])], foldIn(k, 1));
@@ -108,9 +123,8 @@ for (const backend of ['wasm', 'cpu'] as const satisfies readonly BackendName[])
     idx.dispose();
   });
 
-  test(`${backend}: attention with the relative position bias, full and masked plans`, async () => {
-    await initBackend({ prefer: backend });
-    registerMissingKernels();
+  test(`${backend}: attention with the relative position bias, full and masked plans`, async (t) => {
+    if (!(await on(backend, t))) return;
     const k = keyFromSeed(4);
     const [grid, dim, heads, batch] = [3, 8, 2, 2];
     const layer = attention(B, 9, dim, heads, grid);
@@ -130,10 +144,9 @@ for (const backend of ['wasm', 'cpu'] as const satisfies readonly BackendName[])
   });
 }
 
-for (const backend of ['wasm', 'cpu'] as const satisfies readonly BackendName[]) {
-  test(`${backend}: adaLN blocks (with MDTv2's skip) and the side-interpolater`, async () => {
-    await initBackend({ prefer: backend });
-    registerMissingKernels();
+for (const backend of VARIANTS) {
+  test(`${backend}: adaLN blocks (with MDTv2's skip) and the side-interpolater`, async (t) => {
+    if (!(await on(backend, t))) return;
     const k = keyFromSeed(6);
     const [grid, dim, batch] = [2, 8, 2];
     const opts = { heads: 2, mlpRatio: 2, grid, skip: true };
@@ -168,9 +181,8 @@ function matmulRank3(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
   return tf.reshape(matmul2d(tf.reshape(x, [-1, x.shape[2]!]) as tf.Tensor2D, w as tf.Tensor2D), [x.shape[0]!, x.shape[1]!, w.shape[1]!]);
 }
 
-test('wasm: a tiny training run holds as many live tensors at step 60 as at step 10', async () => {
-  await initBackend({ prefer: 'wasm' });
-  registerMissingKernels();
+test('wasm: a tiny training run holds as many live tensors at step 60 as at step 10', async (t) => {
+  await on('wasm', t);
   const model = buildModel(namedConfig('MDT-S/2', { inputSize: 8, depth: 3, hiddenSize: 32, numHeads: 2, numClasses: 3, decodeLayer: 1 }));
   const init = initParams(model.params, keyFromSeed(5));
   const trainer = compileTraining(model, init, { optimizer: { kind: 'adamw', lr: 1e-3 }, emaDecay: 0.99 });
