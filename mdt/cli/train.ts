@@ -45,10 +45,10 @@ export const TRAIN_DEFAULTS = {
   /** Adan's global gradient-norm clip (MDTv2's recipe); AdamW does not clip. */
   adanMaxGradNorm: 1.0,
   ema: 0.99,
-  steps: 400,
+  steps: 800,
   seed: 0,
   logEvery: 10,
-  sampleEvery: 200,
+  sampleEvery: 400,
   ckptEvery: 100,
   sampleSteps: 'ddim25',
   cfgScale: 2,
