@@ -11,16 +11,23 @@ export interface BenchConfig {
   readonly name: string;
   readonly config: ModelConfig;
   readonly batch: number;
+  /**
+   * The official PyTorch training step for this config as measured by the issue that set the
+   * targets (2-core AMD Zen 3, Debian's PyTorch 1.13 + OpenBLAS), in ms.
+   */
+  readonly pytorchIssueMs?: number;
 }
 
-export const BENCH_CONFIGS: Readonly<Record<'tiny' | 's2' | 'main', BenchConfig>> = {
+export const BENCH_CONFIGS: Readonly<Record<'tiny' | 's2' | 'dit-s2' | 'main', BenchConfig>> = {
   // The parity fixture's MDT v1: 8×8×4 latents, patch 2 → 16 tokens.
   tiny: {
     name: 'tiny (MDT d4 D64, 16 tok, b8)',
     config: namedConfig('MDT-S/2', { inputSize: 8, depth: 4, hiddenSize: 64, numHeads: 4, numClasses: 10 }),
     batch: 8,
   },
-  s2: { name: 'MDT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('MDT-S/2'), batch: 8 },
+  s2: { name: 'MDT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('MDT-S/2'), batch: 8, pytorchIssueMs: 13_500 },
+  // DiT-S/2 with the same settings: what an MDT step should cost at most 1.8× of.
+  'dit-s2': { name: 'DiT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('DiT-S/2'), batch: 8, pytorchIssueMs: 6_650 },
   // The main job: pixel-space Fashion-MNIST padded to 32×32, patch 4 → 64 tokens.
   main: {
     name: 'main job (MDT d6 D128, 64 tok, b32)',

@@ -19,10 +19,11 @@ export interface Timing {
   readonly cpuMs: number;
 }
 
-export function timed(f: () => void): Timing {
+/** Awaits what `f` returns, so that an async step is timed to its end. */
+export async function timed(f: () => unknown): Promise<Timing> {
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  f();
+  await f();
   const wallMs = performance.now() - t0;
   const c = process.cpuUsage(c0);
   return { wallMs, cpuMs: (c.user + c.system) / 1000 };
@@ -61,7 +62,8 @@ export interface ConfigResult {
   /** Live tensors gained from the first to the last timed step (0: nothing leaks). */
   readonly tensorGrowth: number;
   readonly fullBranchMs: Timing;
-  readonly maskedBranchMs: Timing;
+  /** null for DiT, which has no masked branch. */
+  readonly maskedBranchMs: Timing | null;
   readonly lenKeep: number;
   /** maskedMacs / macs: what the masked/full time ratio would be if time followed FLOPs. */
   readonly flopRatio: number;
@@ -79,24 +81,31 @@ export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts)
   const c = b.config;
   const s = summary(model);
   const key = keyFromSeed(11);
-  const profile = await profileOnce(() => {
-    trainer.step(x0, y, foldIn(key, 0));
+  const profile = await profileOnce(async () => {
+    await trainer.step(x0, y, foldIn(key, 0));
   });
-  for (let i = 0; i < n.warmup; i++) trainer.step(x0, y, foldIn(key, 1 + i));
+  for (let i = 0; i < n.warmup; i++) await trainer.step(x0, y, foldIn(key, 1 + i));
   const before = tf.memory().numTensors;
-  const trainSamples = Array.from({ length: n.steps }, (_, i) => timed(() => trainer.step(x0, y, foldIn(key, 100 + i))));
+  const trainSamples: Timing[] = [];
+  for (let i = 0; i < n.steps; i++) trainSamples.push(await timed(() => trainer.step(x0, y, foldIn(key, 100 + i))));
   const tensorGrowth = tf.memory().numTensors - before;
   const trainMs = medianTiming(trainSamples);
   const trainGflop = (2 * 3 * b.batch * (s.macs + s.maskedMacs)) / 1e9;
 
-  const [full, masked] = branchTimes(b, fx, n.branchReps, foldIn(key, 200));
+  const [full, masked] = await branchTimes(b, fx, n.branchReps, foldIn(key, 200));
 
   const sampler = compileSampler(model, trainer.ema, {
     steps: String(n.sampleSteps), sampler: 'ddpm', guidance: GUIDANCE, guideChannels: c.inChannels >= 3 ? 'first3' : 'all',
   });
   const labels = Int32Array.from({ length: n.sampleImages }, (_, i) => i % c.numClasses);
-  sampler.sample(labels.subarray(0, 1), foldIn(key, 300)).dispose();
-  const sampled = timed(() => sampler.sample(labels, foldIn(key, 301)).dispose());
+  // Read back so that a GPU backend's queued work is inside the timing.
+  const sampleOnce = async (l: Int32Array, k: ReturnType<typeof keyFromSeed>) => {
+    const x = sampler.sample(l, k);
+    await x.data();
+    x.dispose();
+  };
+  await sampleOnce(labels.subarray(0, 1), foldIn(key, 300));
+  const sampled = await timed(() => sampleOnce(labels, foldIn(key, 301)));
   const sampleStepMs = { wallMs: sampled.wallMs / n.sampleSteps, cpuMs: sampled.cpuMs / n.sampleSteps };
   const sampleGflop = (2 * 2 * n.sampleImages * s.macs) / 1e9;
 
@@ -125,25 +134,27 @@ export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts)
  * weights and one fixed (t, noise, plan), without any update (the training steps before
  * have warmed every kernel up).
  */
-function branchTimes(b: BenchConfig, fx: TrainFixture, reps: number, key: ReturnType<typeof keyFromSeed>): [Timing, Timing] {
+async function branchTimes(b: BenchConfig, fx: TrainFixture, reps: number, key: ReturnType<typeof keyFromSeed>): Promise<[Timing, Timing | null]> {
   const { trainer, model, x0, y } = fx;
   const tables = respacedTables(1000, '');
   const t = randint(foldIn(key, 0), b.batch, 0, tables.T);
   const noise = tf.tensor4d(normal(foldIn(key, 1), x0.size), x0.shape);
-  const plan = stepMaskPlan(b.config, b.batch, foldIn(key, 2));
+  const plan = b.config.variant === 'dit' ? null : stepMaskPlan(b.config, b.batch, foldIn(key, 2));
   const vars = [...trainer.params.values()].filter((v): v is tf.Variable => v instanceof tf.Variable);
   const minSnrGamma = b.config.variant === 'mdt-v2' ? 5 : undefined;
-  const run = (mask: typeof plan | null) => timed(() => tf.tidy(() => {
+  // variableGrads keeps only the loss and the gradients; the loss is read back so that a GPU
+  // backend's queued work is inside the timing.
+  const run = (mask: typeof plan) => timed(async () => {
     const { value, grads } = tf.variableGrads(() => tf.mean(trainingLosses(denoiserOf(model, trainer.params, mask), tables, x0, t, y, noise, { minSnrGamma }).loss) as tf.Scalar, vars);
-    value.dataSync();
+    await value.data();
     tf.dispose([value, ...Object.values(grads)]);
-  }));
+  });
   const full: Timing[] = [];
   const masked: Timing[] = [];
   for (let i = 0; i < reps; i++) {
-    full.push(run(null));
-    masked.push(run(plan));
+    full.push(await run(null));
+    if (plan !== null) masked.push(await run(plan));
   }
   noise.dispose();
-  return [medianTiming(full), medianTiming(masked)];
+  return [medianTiming(full), plan === null ? null : medianTiming(masked)];
 }

@@ -108,11 +108,11 @@ async function measureStep(s: Setting, steps: number, batch: number): Promise<nu
   const x0 = tf.tensor4d(normal(keyFromSeed(1), batch * config.inChannels * config.inputSize ** 2), [batch, config.inChannels, config.inputSize, config.inputSize]);
   const y = Int32Array.from({ length: batch }, (_, i) => i % config.numClasses);
   const key = keyFromSeed(2);
-  trainer.step(x0, y, foldIn(key, 0));
+  await trainer.step(x0, y, foldIn(key, 0));
   const times: number[] = [];
   for (let i = 1; i <= steps; i++) {
     const t0 = performance.now();
-    trainer.step(x0, y, foldIn(key, i));
+    await trainer.step(x0, y, foldIn(key, i));
     times.push(performance.now() - t0);
   }
   trainer.dispose();

@@ -31,7 +31,7 @@ export interface StepProfile {
 }
 
 /** Profiles one call of `f`: per kernel name the calls and time. */
-export async function profileOnce(f: () => void, shapesOf?: string): Promise<StepProfile> {
+export async function profileOnce(f: () => void | Promise<void>, shapesOf?: string): Promise<StepProfile> {
   const t0 = performance.now();
   const info = await tf.profile(f);
   const wallMs = performance.now() - t0;
@@ -68,9 +68,9 @@ export async function profileOnce(f: () => void, shapesOf?: string): Promise<Ste
 export async function profileStep(b: BenchConfig, warmup = 2, shapesOf?: string): Promise<StepProfile> {
   const fx = trainFixture(b);
   const key = keyFromSeed(7);
-  for (let i = 0; i < warmup; i++) fx.trainer.step(fx.x0, fx.y, foldIn(key, i));
-  const p = await profileOnce(() => {
-    fx.trainer.step(fx.x0, fx.y, foldIn(key, warmup));
+  for (let i = 0; i < warmup; i++) await fx.trainer.step(fx.x0, fx.y, foldIn(key, i));
+  const p = await profileOnce(async () => {
+    await fx.trainer.step(fx.x0, fx.y, foldIn(key, warmup));
   }, shapesOf);
   fx.dispose();
   return p;

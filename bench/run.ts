@@ -1,16 +1,18 @@
-// `npm run bench [-- --full] [--configs tiny,s2,main] [--variants wasm-threads,wasm-1,wasm-native,wasm-1-native,cpu] [--no-write]`
+// `npm run bench [-- --full] [--configs tiny,main,s2,dit-s2] [--variants wasm-threads,wasm-1,wasm-native,wasm-1-native,cpu,webgpu] [--no-write]`
 //
 // Training step (full + masked branch, AdamW, EMA) and DDPM sampling with CFG for the tiny
-// MDT, MDT-S/2 at batch 8 and the main job's pixel MDT, on every backend present: the
-// threaded wasm build, single-thread wasm, each with the native product kernels when they are
-// built (dsl/native.ts; the runtime's default), and the cpu backend (tiny config only, it runs
-// ~0.6 GFLOP/s). A measurement, not a test: it prints a table and writes a JSON record to
-// bench/results/. Each (variant, config) runs in its own child process, since the wasm
-// thread count is fixed per process and peak RSS is per process.
+// MDT, the main job's pixel MDT, MDT-S/2 and DiT-S/2 at batch 8, on every backend present:
+// the threaded wasm build, single-thread wasm, each with the native product kernels when they
+// are built (dsl/native.ts; the runtime's default), the cpu backend (tiny config only, it runs
+// ~0.6 GFLOP/s), and webgpu when its packages and an adapter are there (not the S/2 configs
+// on a software adapter). A measurement, not a test: it prints a table, the MDT/DiT step-cost
+// ratio and each S/2 step's ratio to the official PyTorch time the perf issue measured, and
+// writes a JSON record to bench/results/. Each (variant, config) runs in its own child
+// process, since the wasm thread count is fixed per process and peak RSS is per process.
 //
-// --quick (the default, ~5 minutes on 2 cores) runs few steps (one for MDT-S/2, on two
-// variants) and samples 10 respaced steps (1 for MDT-S/2); --full runs more and samples 250
-// (20 for MDT-S/2).
+// --quick (the default, ~6 minutes on 2 cores) runs few steps (one for the S/2 configs, on
+// two variants) and samples 10 respaced steps (1 for S/2); --full runs more and samples 250
+// (20 for S/2).
 // Sampling is reported per step and scaled to 250 steps. Medians throughout; the load average
 // is recorded because other processes on the machine skew wall times.
 
@@ -21,7 +23,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { availableBackends, initBackend, type BackendName } from '../dsl/backend.ts';
+import { availableBackends, initBackend, webgpuAvailable, type BackendName } from '../dsl/backend.ts';
 import { writeFileAtomic } from '../dsl/atomic-write.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
 import { nativeKernelsStatus, enableNativeKernels } from '../dsl/native.ts';
@@ -37,6 +39,8 @@ const VARIANTS = {
   'wasm-native': { backend: 'wasm', threads: THREADS, native: true },
   'wasm-1-native': { backend: 'wasm', threads: 1, native: true },
   cpu: { backend: 'cpu', threads: 1, native: false },
+  // Only when `webgpu` and `@tensorflow/tfjs-backend-webgpu` are installed and an adapter exists.
+  webgpu: { backend: 'webgpu', threads: 1, native: false },
 } as const satisfies Record<string, { backend: BackendName; threads: number; native: boolean }>;
 type Variant = keyof typeof VARIANTS;
 
@@ -45,11 +49,13 @@ const COUNTS: Record<'quick' | 'full', Record<BenchConfigName, Counts>> = {
     tiny: { warmup: 2, steps: 10, branchReps: 5, sampleSteps: 10, sampleImages: 8 },
     main: { warmup: 1, steps: 3, branchReps: 2, sampleSteps: 10, sampleImages: 8 },
     s2: { warmup: 0, steps: 1, branchReps: 1, sampleSteps: 1, sampleImages: 8 },
+    'dit-s2': { warmup: 0, steps: 1, branchReps: 1, sampleSteps: 1, sampleImages: 8 },
   },
   full: {
     tiny: { warmup: 3, steps: 50, branchReps: 10, sampleSteps: 250, sampleImages: 8 },
     main: { warmup: 2, steps: 10, branchReps: 5, sampleSteps: 250, sampleImages: 8 },
     s2: { warmup: 1, steps: 5, branchReps: 2, sampleSteps: 20, sampleImages: 8 },
+    'dit-s2': { warmup: 1, steps: 5, branchReps: 2, sampleSteps: 20, sampleImages: 8 },
   },
 };
 
@@ -89,16 +95,41 @@ function runChild(variant: Variant, name: BenchConfigName, mode: string): ChildR
 const f1 = (v: number) => v.toFixed(1);
 const f0 = (v: number) => v.toFixed(0);
 
+const fx = (v: number) => `${v.toFixed(2)}×`;
+
 function table(rows: readonly ChildResult[]): string {
-  const head = ['config', 'backend', 'train ms/step', 'cpu ms', 'GFLOP/s', 'kernels', 'tensors', 'RSS MB', 'masked/full (FLOPs)', 'sample ms/step', 'GFLOP/s', '250 steps s'];
-  const body = rows.map((r) => [
-    r.key, `${r.variant}${r.backend.name === 'wasm' ? ` (${String(r.backend.threads)}t)` : ''}`,
-    f0(r.trainMs.wallMs), f0(r.trainMs.cpuMs), f1(r.trainGflops), String(r.kernelsPerStep), `${r.liveTensors}${r.tensorGrowth ? ` (+${r.tensorGrowth})` : ''}`,
-    f0(r.peakRssMb), `${(r.maskedBranchMs.wallMs / r.fullBranchMs.wallMs).toFixed(2)} (${r.flopRatio.toFixed(2)})`, f1(r.sampleStepMs.wallMs), f1(r.sampleGflops), f0(r.sample250s),
-  ]);
+  const head = ['config', 'backend', 'train ms/step', '÷ PyTorch (issue)', 'cpu ms', 'GFLOP/s', 'kernels', 'tensors', 'RSS MB', 'masked/full (FLOPs)', 'sample ms/step', 'GFLOP/s', '250 steps s'];
+  const body = rows.map((r) => {
+    const torch = BENCH_CONFIGS[r.key].pytorchIssueMs;
+    return [
+      r.key, backendLabel(r),
+      f0(r.trainMs.wallMs), torch === undefined ? '–' : fx(r.trainMs.wallMs / torch), f0(r.trainMs.cpuMs), f1(r.trainGflops), String(r.kernelsPerStep), `${r.liveTensors}${r.tensorGrowth ? ` (+${r.tensorGrowth})` : ''}`,
+      f0(r.peakRssMb), r.maskedBranchMs === null ? '–' : `${(r.maskedBranchMs.wallMs / r.fullBranchMs.wallMs).toFixed(2)} (${r.flopRatio.toFixed(2)})`, f1(r.sampleStepMs.wallMs), f1(r.sampleGflops), f0(r.sample250s),
+    ];
+  });
   const widths = head.map((_, i) => Math.max(...[head, ...body].map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((v, i) => (i < 2 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join('  ');
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+function backendLabel(r: ChildResult): string {
+  if (r.backend.name === 'wasm') return `${r.variant} (${String(r.backend.threads)}t)`;
+  if (r.backend.name === 'webgpu') return `webgpu (${r.backend.software === true ? 'software' : String(r.backend.adapter)})`;
+  return r.variant;
+}
+
+/**
+ * The issue's target: an MDT step (both branches) should cost at most 1.8× a DiT step of the
+ * same size; the official code's costs 13.5 s / 6.65 s = 2.03×.
+ */
+function mdtOverDit(rows: readonly ChildResult[]): string[] {
+  const torch = BENCH_CONFIGS.s2.pytorchIssueMs! / BENCH_CONFIGS['dit-s2'].pytorchIssueMs!;
+  return [...new Set(rows.map((r) => r.variant))].flatMap((v) => {
+    const mdt = rows.find((r) => r.variant === v && r.key === 's2');
+    const dit = rows.find((r) => r.variant === v && r.key === 'dit-s2');
+    if (mdt === undefined || dit === undefined) return [];
+    return [`MDT-S/2 ÷ DiT-S/2 train step on ${v}: ${fx(mdt.trainMs.wallMs / dit.trainMs.wallMs)} (official PyTorch ${fx(torch)}; target ≤ 1.80×)`];
+  });
 }
 
 /** Whether the native kernels can run here (checked in a child, as enabling them is per process). */
@@ -120,7 +151,7 @@ async function main(): Promise<void> {
     options: {
       quick: { type: 'boolean', default: false },
       full: { type: 'boolean', default: false },
-      configs: { type: 'string', default: 'tiny,main,s2' },
+      configs: { type: 'string', default: 'tiny,main,s2,dit-s2' },
       variants: { type: 'string', default: Object.keys(VARIANTS).join(',') },
       'no-write': { type: 'boolean', default: false },
     },
@@ -133,7 +164,11 @@ async function main(): Promise<void> {
   for (const v of variants) if (!(v in VARIANTS)) throw new Error(`bench: unknown variant "${v}"; expected any of ${Object.keys(VARIANTS).join(', ')}`);
   const available = await availableBackends();
   const nativeBuilt = nativeAvailable();
-  const plan = (variants as Variant[]).filter((v) => available.includes(VARIANTS[v].backend) && (VARIANTS[v].threads > 1 || !(v === 'wasm-threads' || v === 'wasm-native')) && (!VARIANTS[v].native || nativeBuilt));
+  const gpu = variants.includes('webgpu') ? await webgpuAvailable() : null;
+  if (gpu !== null && !gpu.ok) process.stderr.write(`bench: webgpu skipped: ${gpu.error}\n`);
+  const plan = (variants as Variant[]).filter(
+    (v) => available.includes(VARIANTS[v].backend) && (VARIANTS[v].threads > 1 || !(v === 'wasm-threads' || v === 'wasm-native')) && (!VARIANTS[v].native || nativeBuilt) && (v !== 'webgpu' || gpu?.ok === true),
+  );
 
   const load0 = loadavg();
   const started = performance.now();
@@ -141,14 +176,18 @@ async function main(): Promise<void> {
   for (const name of configs as BenchConfigName[]) {
     for (const v of plan) {
       if (v === 'cpu' && name !== 'tiny') continue;
-      // MDT-S/2 steps take ~20-40 s: quick mode runs it on single-thread wasm and the default runtime only.
-      if (mode === 'quick' && name === 's2' && v !== 'wasm-1' && v !== (nativeBuilt ? 'wasm-native' : 'wasm-threads')) continue;
+      const large = name === 's2' || name === 'dit-s2';
+      // S/2 steps take ~10-40 s on wasm: quick mode runs them on single-thread wasm and the default runtime only.
+      if (mode === 'quick' && large && v !== 'wasm-1' && v !== 'webgpu' && v !== (nativeBuilt ? 'wasm-native' : 'wasm-threads')) continue;
+      // A software adapter (lavapipe) runs ~1.5 GFLOP/s: an S/2 step would take minutes.
+      if (v === 'webgpu' && large && gpu?.ok === true && gpu.detail.software === true) continue;
       process.stderr.write(`bench (${mode}): ${name} on ${v} …\n`);
       rows.push(runChild(v, name, mode));
     }
   }
   console.log(`\n${mode} mode: medians of ${configs.map((c) => `${c} ${COUNTS[mode][c as BenchConfigName].steps}`).join(', ')} train steps; sampling ${configs.map((c) => `${c} ${COUNTS[mode][c as BenchConfigName].sampleSteps}`).join(', ')} respaced DDPM steps with CFG on 8 images (16 rows), scaled to 250`);
   console.log(table(rows));
+  for (const l of mdtOverDit(rows)) console.log(l);
   console.log(`load average ${load0.map((l) => l.toFixed(2)).join(' ')} at start, ${loadavg().map((l) => l.toFixed(2)).join(' ')} at end; ${((performance.now() - started) / 1000).toFixed(0)} s`);
   if (!values['no-write']) {
     const dir = join(dirname(fileURLToPath(import.meta.url)), 'results');

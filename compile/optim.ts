@@ -11,6 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import { FLAT_CONCAT, FLAT_SPLIT } from '../dsl/kernels.ts';
+import { adamwUpdate, adanUpdate, emaUpdate } from '../dsl/fused.ts';
 
 export type OptimizerConfig =
   | { readonly kind: 'adamw'; readonly lr: number; readonly betas?: readonly [number, number]; readonly eps?: number; readonly weightDecay?: number }
@@ -196,13 +197,10 @@ function adamw(cfg: Extract<OptimizerConfig, { kind: 'adamw' }>): Optimizer {
         const p = flatten(chunk, (path) => params.get(path)!);
         const m = slots.get('exp_avg')![k]!;
         const v = slots.get('exp_avg_sq')![k]!;
-        const m1 = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
-        const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.mul(g, g), 1 - b2));
-        const decayed = wd === 0 ? p : tf.mul(p, 1 - cfg.lr * wd);
-        const denom = tf.add(tf.div(tf.sqrt(v1), bc2Sqrt), eps);
+        const [p1, m1, v1] = adamwUpdate(p, g, m, v, { lr: cfg.lr, b1, b2, eps, wd, bc1, bc2Sqrt });
         m.assign(m1);
         v.assign(v1);
-        scatter(chunk, tf.sub(decayed, tf.mul(tf.div(m1, denom), cfg.lr / bc1)), params);
+        scatter(chunk, p1, params);
       }));
     },
     slots: () => store.slots(),
@@ -231,31 +229,24 @@ function adan(cfg: Extract<OptimizerConfig, { kind: 'adan' }>): Optimizer {
       const slots = store.prepare(layout);
       const flatGrads = layout.map((chunk) => tf.tidy(() => takeGradients(chunk, grads)));
       // clip = min(max_norm / (‖g‖ + eps), 1) over the whole model, kept on the device.
-      const clip = maxNorm > 0
-        ? tf.tidy(() => tf.minimum(tf.div(maxNorm, tf.add(tf.sqrt(tf.addN(flatGrads.map((g) => tf.sum(tf.mul(g, g))))), eps)), 1))
-        : null;
+      const clip = tf.tidy(() => maxNorm > 0
+        ? tf.minimum(tf.div(maxNorm, tf.add(tf.sqrt(tf.addN(flatGrads.map((g) => tf.sum(tf.mul(g, g))))), eps)), 1) as tf.Scalar
+        : tf.scalar(1));
+      // At the first step the previous gradient is the current one: the difference is 0.
+      const h = { lr: cfg.lr, b1, b2, b3, eps, wd, bc1, bc2, bc3Sqrt, first: step === 1 ? 1 : 0 } as const;
       layout.forEach((chunk, k) => tf.tidy(() => {
         const g0 = flatGrads[k]!;
-        const g = clip === null ? g0 : tf.mul(g0, clip);
         const p = flatten(chunk, (path) => params.get(path)!);
         const [m, n, diff, neg] = names.map((name) => slots.get(name)![k]!) as [tf.Variable, tf.Variable, tf.Variable, tf.Variable];
-        // At the first step the previous gradient is the current one: the difference is 0.
-        const gd = step === 1 ? tf.zerosLike(g) : tf.add(neg, g);
-        const m1 = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
-        const d1 = tf.add(tf.mul(diff, b2), tf.mul(gd, 1 - b2));
-        const u = tf.add(tf.mul(gd, b2), g);
-        const n1 = tf.add(tf.mul(n, b3), tf.mul(tf.mul(u, u), 1 - b3));
-        const denom = tf.add(tf.div(tf.sqrt(n1), bc3Sqrt), eps);
-        let p1 = tf.sub(tf.sub(p, tf.mul(tf.div(m1, denom), cfg.lr / bc1)), tf.mul(tf.div(d1, denom), (cfg.lr * b2) / bc2));
-        if (wd !== 0) p1 = tf.div(p1, 1 + cfg.lr * wd);
+        const [p1, m1, n1, d1, neg1] = adanUpdate(p, g0, m, n, diff, neg, clip, h);
         m.assign(m1);
         diff.assign(d1);
         n.assign(n1);
-        neg.assign(tf.neg(g));
+        neg.assign(neg1);
         scatter(chunk, p1, params);
         g0.dispose();
       }));
-      clip?.dispose();
+      clip.dispose();
     },
     slots: () => store.slots(),
     restore(s, slots) { step = s; store.restore(slots); },
@@ -283,7 +274,7 @@ export function createEma(params: ReadonlyMap<string, tf.Tensor>, decay: number)
       for (const chunk of layout) {
         tf.tidy(() => {
           const e = flatten(chunk, (p) => ema.get(p)!);
-          scatter(chunk, tf.add(tf.mul(e, decay), tf.mul(flatten(chunk, (p) => current.get(p)!), 1 - decay)), ema);
+          scatter(chunk, emaUpdate(e, flatten(chunk, (p) => current.get(p)!), decay), ema);
         });
       }
     },

@@ -42,8 +42,12 @@ export interface Trainer {
   /** Current weights (variables for trainable ones, constants otherwise). */
   readonly params: ReadonlyMap<string, tf.Tensor>;
   readonly ema: ReadonlyMap<string, tf.Tensor>;
-  /** One update on batch (x0, y); all randomness of the step comes from `key`. x0 stays the caller's. */
-  step(x0: tf.Tensor4D, y: Int32Array, key: Key): StepLosses;
+  /**
+   * One update on batch (x0, y); all randomness of the step comes from `key`. x0 stays the
+   * caller's. Async because the losses are read back asynchronously: a WebGPU backend in Node
+   * cannot read synchronously, and on the others the cost is one microtask.
+   */
+  step(x0: tf.Tensor4D, y: Int32Array, key: Key): Promise<StepLosses>;
   dispose(): void;
 }
 
@@ -96,7 +100,7 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
     optimizer,
     params,
     ema: new Map([...params].map(([k, v]) => [k, ema.values.get(k) ?? v])),
-    step(x0, y, key) {
+    async step(x0, y, key) {
       const batch = x0.shape[0];
       if (y.length !== batch) throw new Error(`train step: x0 has ${batch} rows but y has ${y.length} labels`);
       const n = x0.size;
@@ -139,7 +143,7 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
         tf.dispose(parts);
         return packed;
       });
-      const v = stats.dataSync();
+      const v = await stats.data();
       stats.dispose();
       const out: StepLosses = { loss: v[0]!, mse: v[1]!, vb: v[2]! };
       return masked ? { ...out, m_loss: v[3]!, m_mse: v[4]!, m_vb: v[5]!, lenKeep: plan!.lenKeep } : out;

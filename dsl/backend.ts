@@ -1,6 +1,6 @@
-// Backend selection: tensorflow (tfjs-node-gpu, then tfjs-node) > wasm > cpu, with webgpu
-// only on request. An explicit request (argument, or MDT_BACKEND) that cannot be met is an
-// error naming the cause and what is available; only the automatic choice falls through.
+// Backend selection: tensorflow (tfjs-node-gpu, then tfjs-node) > webgpu (only on a hardware
+// adapter) > wasm > cpu. An explicit request (argument, or MDT_BACKEND) that cannot be met is
+// an error naming the cause and what is available; only the automatic choice falls through.
 
 import * as tf from '@tensorflow/tfjs';
 import { availableParallelism } from 'node:os';
@@ -24,7 +24,7 @@ export interface InitOptions {
   threads?: number;
 }
 
-const AUTO_ORDER: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+const AUTO_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
 export const TFJS_NODE_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
 export const WASM_PACKAGE = '@tensorflow/tfjs-backend-wasm';
 export const WEBGPU_PACKAGES = ['webgpu', '@tensorflow/tfjs-backend-webgpu'] as const;
@@ -204,7 +204,48 @@ async function startWebgpu(): Promise<Detail> {
   if (!(await tf.setBackend('webgpu'))) {
     throw new BackendUnavailable("tf.setBackend('webgpu') failed, most likely no WebGPU adapter was found (its warning is printed above)");
   }
-  return {};
+  return adapterDetail();
+}
+
+interface GpuAdapterInfo {
+  vendor?: string;
+  architecture?: string;
+  description?: string;
+  isFallbackAdapter?: boolean;
+}
+
+type Gpu = { requestAdapter(): Promise<{ info?: GpuAdapterInfo; isFallbackAdapter?: boolean } | null> };
+
+/**
+ * Which device the backend computes on: a software adapter (Mesa's lavapipe, SwiftShader)
+ * passes every test but runs at a few GFLOP/s, so a user must be able to see it.
+ */
+async function describeAdapter(gpu: Gpu | undefined): Promise<Detail> {
+  const adapter = await gpu?.requestAdapter();
+  const info = adapter?.info;
+  if (info === undefined) return {};
+  const software = info.isFallbackAdapter === true || adapter?.isFallbackAdapter === true || info.architecture === 'software';
+  return {
+    adapter: info.description || [info.vendor, info.architecture].filter(Boolean).join(' ') || 'unnamed',
+    software,
+    ...(software ? { warning: 'the WebGPU adapter is a software renderer on the CPU: correct, but slower than wasm' } : {}),
+  };
+}
+
+function adapterDetail(): Promise<Detail> {
+  return describeAdapter((globalThis as { navigator?: { gpu?: Gpu } }).navigator?.gpu);
+}
+
+/** Whether the webgpu backend could start, and on which adapter, without starting it (doctor, tests, bench). */
+export async function webgpuAvailable(): Promise<{ ok: true; detail: Detail } | { ok: false; error: string }> {
+  const missing = WEBGPU_PACKAGES.filter((p) => !resolvable(p).ok);
+  if (missing.length > 0) return { ok: false, error: `${missing.join(' and ')} not installed; install ${WEBGPU_INSTALL}` };
+  const dawn = await tryImport(WEBGPU_PACKAGES[0]);
+  if (!dawn.ok) return { ok: false, error: dawn.error };
+  const create = dawn.module.create;
+  if (typeof create !== 'function') return { ok: false, error: "package 'webgpu' exports no create()" };
+  const detail = await describeAdapter((create as (flags: string[]) => Gpu)([]));
+  return detail.adapter === undefined ? { ok: false, error: 'Dawn found no WebGPU adapter (no Vulkan driver with a usable device)' } : { ok: true, detail };
 }
 
 let live: BackendInfo | null = null;
@@ -251,6 +292,7 @@ async function select(opts: InitOptions): Promise<BackendInfo> {
   const skipped: string[] = [];
   for (const name of AUTO_ORDER) {
     try {
+      if (name === 'webgpu') await hardwareWebgpu();
       const info = await start(name, threads, 'auto');
       if (skipped.length > 0) info.detail.skipped = skipped.join(' | ');
       return info;
@@ -260,6 +302,18 @@ async function select(opts: InitOptions): Promise<BackendInfo> {
     }
   }
   throw new Error(`no tfjs backend could start: ${skipped.join(' | ')}`);
+}
+
+/**
+ * The automatic choice takes webgpu only where its packages are installed and the adapter is a
+ * real GPU: a software one (lavapipe) is several times slower than wasm on the same CPU.
+ */
+async function hardwareWebgpu(): Promise<void> {
+  const gpu = await webgpuAvailable();
+  if (!gpu.ok) throw new BackendUnavailable(gpu.error);
+  if (gpu.detail.software === true) {
+    throw new BackendUnavailable(`only a software adapter (${String(gpu.detail.adapter)}), slower than wasm; --backend webgpu uses it anyway`);
+  }
 }
 
 /** Chooses, starts and activates a tfjs backend; concurrent calls run one after another. */

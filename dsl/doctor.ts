@@ -9,7 +9,7 @@ import { availableParallelism, cpus, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  currentBackend, initBackend, resolvable, TFJS_NODE_PACKAGES, tryImport, WASM_PACKAGE, WEBGPU_PACKAGES,
+  currentBackend, initBackend, resolvable, TFJS_NODE_PACKAGES, tryImport, WASM_PACKAGE, WEBGPU_PACKAGES, webgpuAvailable,
 } from './backend.ts';
 import { wasmStatus } from './backend-wasm.ts';
 
@@ -159,7 +159,11 @@ async function backendsSection(): Promise<string[]> {
     const r = resolvable(p);
     return `${p} ${r.ok ? 'installed' : 'not installed'}`;
   });
-  lines.push(`  webgpu (only on request): ${gpu.join(', ')}`);
+  lines.push(`  webgpu (automatic on a hardware adapter): ${gpu.join(', ')}`);
+  if (WEBGPU_PACKAGES.every((p) => resolvable(p).ok)) {
+    const a = await webgpuAvailable();
+    lines.push(a.ok ? `    adapter: ${String(a.detail.adapter)}${a.detail.software === true ? ' (software, on the CPU)' : ''}` : `    adapter: none: ${a.error}`);
+  }
   return lines;
 }
 

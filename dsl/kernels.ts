@@ -12,15 +12,18 @@
  * - Slice, SplitV, Unpack: wasm's Slice first copies the WHOLE input out of the heap
  *   (readSync), so slicing a small piece of a large tensor costs the large tensor.
  * - GatherV2: wasm's Gather walks element by element with stride arithmetic (~30 ns/element);
- *   copying rows is ~50× faster.
+ *   copying rows is ~50× faster. With the native kernels on (dsl/native.ts), plain row gathers
+ *   and UnsortedSegmentSum run there, threaded (the relative-position bias gathers 1.5 M
+ *   single floats per block and batch of the masked branch).
  * - Sum over leading or middle axes (bias and modulation gradients): wasm transposes the
- *   reduced axes to the end first; accumulating rows in place is ~4× faster. Sums over the
- *   trailing axes keep the shipped kernel.
+ *   reduced axes to the end first; accumulating rows in place is ~4× faster (natively, threaded,
+ *   when the native kernels are on). Sums over the trailing axes keep the shipped kernel.
  * - Transpose of what is, once unit and adjacent axes merge, a plain 2-D transpose (weight
  *   gradients): wasm walks it without blocking (~5 ns/element); a 16×16-blocked copy is up to
  *   2× faster. Other permutations keep the shipped kernel, which handles them well.
  */
 import * as tf from '@tensorflow/tfjs';
+import { rowKernels } from './native.ts';
 
 type Heap = Float32Array | Int32Array | Uint8Array;
 
@@ -141,6 +144,11 @@ function gatherKernel(args: KernelArgs): tf.TensorInfo {
   const src = backend.typedArrayFromHeap(x);
   const ids = backend.typedArrayFromHeap(indices);
   const dst = backend.typedArrayFromHeap(out);
+  const native = rowKernels();
+  if (native !== null && batchSize === 1 && outerSize === 1 && x.dtype === 'float32') {
+    native.gather(src as Float32Array, sliceSize, ids as Int32Array, dst as Float32Array);
+    return out;
+  }
   const perBatch = ids.length / batchSize;
   for (let i = 0; i < ids.length; i++) {
     if (!(ids[i]! >= 0 && ids[i]! < dimSize)) throw new Error(`GatherV2: index ${ids[i]} at position ${i} is not in [0, ${dimSize - 1}]`);
@@ -175,6 +183,11 @@ function sumKernel(args: KernelArgs, previous: tf.KernelFunc): tf.TensorInfo {
   const out = backend.makeOutput(outShape, 'float32');
   const src = backend.typedArrayFromHeap(x);
   const dst = backend.typedArrayFromHeap(out);
+  const native = rowKernels();
+  if (native !== null) {
+    native.sumMiddle(src as Float32Array, outer, reduced, inner, dst as Float32Array);
+    return out;
+  }
   // Row by row into float64 accumulators, four rows per pass over them.
   const acc = new Float64Array(inner);
   for (let o = 0; o < outer; o++) {
@@ -250,6 +263,11 @@ function unsortedSegmentSumKernel(args: KernelArgs): tf.TensorInfo {
   const ids = backend.typedArrayFromHeap(segmentIds);
   const dst = backend.typedArrayFromHeap(out) as Float32Array;
   const src = backend.typedArrayFromHeap(x) as Float32Array;
+  const native = rowKernels();
+  if (native !== null && inner > 0) {
+    native.segmentSum(src, inner, ids as Int32Array, dst);
+    return out;
+  }
   dst.fill(0);
   for (let i = 0; i < ids.length; i++) {
     const s = ids[i]!;

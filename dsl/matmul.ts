@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { nativeKernelsStatus } from './native.ts';
+import { softmaxBias, softmaxGrad } from './fused.ts';
 
 type Grad = Parameters<typeof tf.customGrad>[0];
 
@@ -196,20 +197,13 @@ export const batchMajorAttention: AttentionLayout = {
   split: (r, b, l, heads) => tf.reshape(tf.transpose(tf.reshape(r, [b, l, heads, -1]), [0, 2, 1, 3]), [b * heads, l, -1]) as tf.Tensor3D,
   merge: (t, b, l, heads) => tf.reshape(tf.transpose(tf.reshape(t, [b, heads, l, -1]), [0, 2, 1, 3]), [b * l, -1]) as tf.Tensor2D,
   forward(q, k, v, bias) {
-    const [g, l] = q.shape;
-    let logits = tf.matMul(q, k, false, true);
-    if (bias !== null) {
-      const heads = bias.shape[1];
-      logits = tf.reshape(tf.add(tf.reshape(logits, [g / heads, heads, l, l]), bias), [g, l, l]);
-    }
-    const p = tf.softmax(logits) as tf.Tensor3D;
+    const p = softmaxBias(tf.matMul(q, k, false, true), bias);
     return { value: tf.matMul(p, v), saved: bias === null ? [q, k, v, p] : [q, k, v, p, bias] };
   },
   backward(dOut, saved) {
     const [q, k, v, p, bias] = saved as [tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor3D, tf.Tensor4D | undefined];
     const [g, l] = q.shape;
-    const dp = tf.matMul(dOut, v, false, true);
-    const dLogits = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(p, dp), 2, true))) as tf.Tensor3D;
+    const dLogits = softmaxGrad(p, tf.matMul(dOut, v, false, true));
     const grads: tf.Tensor[] = [tf.matMul(dLogits, k), tf.matMul(dLogits, q, true, false), tf.matMul(p, dOut, true, false)];
     if (bias !== undefined) grads.push(biasGrad(tf.reshape(dLogits, [g / bias.shape[1], bias.shape[1], l, l]), bias.shape[0], 0));
     return grads;

@@ -1,9 +1,12 @@
 /**
- * Native matrix products for the wasm backend. WebAssembly SIMD has no fused multiply-add,
- * which caps tfjs-backend-wasm's products at about a quarter of what this CPU does natively;
- * the optional addon in dsl/native/ (an AVX2/AVX-512 SGEMM, built from source at install by
- * dsl/native/build.mjs) computes BatchMatMul in place on the wasm heap instead. Everything
- * else stays on wasm. Without the addon, or with MDT_NATIVE=0, the wasm kernels are kept.
+ * Native kernels for the wasm backend. WebAssembly SIMD has no fused multiply-add, which caps
+ * tfjs-backend-wasm's products at about a quarter of what this CPU does natively; the optional
+ * addon in dsl/native/ (an AVX2/AVX-512 SGEMM, built from source at install by
+ * dsl/native/build.mjs) computes BatchMatMul in place on the wasm heap instead. It also runs
+ * the fused pointwise kernels of dsl/fused.ts (GELU and adaLN's LayerNorm + modulate, each
+ * direction one pass over memory instead of 5–15 wasm kernels) and the row gather and segment
+ * sum behind the relative-position bias (rowKernels(), used by dsl/kernels.ts). Everything else
+ * stays on wasm. Without the addon, or with MDT_NATIVE=0, the wasm kernels are kept.
  * Environment: MDT_NATIVE=0|1, MDT_NATIVE_THREADS (default: the available cores),
  * MDT_NATIVE_ISA=auto|avx2|avx512 (auto: the widest this CPU has).
  */
@@ -12,6 +15,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { FUSED } from './fused.ts';
 
 export interface NativeStatus {
   enabled: boolean;
@@ -42,6 +46,21 @@ interface Addon {
   setThreads(n: number): void;
   threads(): number;
   setIsa(isa: Isa): string;
+  gelu(x: Float32Array, y: Float32Array): void;
+  geluGrad(dy: Float32Array, x: Float32Array, dx: Float32Array): void;
+  lnModulate(x: Float32Array, shift: Float32Array, scale: Float32Array, z: Float32Array, mean: Float32Array, rstd: Float32Array, eps: number, l: number, d: number): void;
+  lnModulateGrad(
+    dz: Float32Array, x: Float32Array, mean: Float32Array, rstd: Float32Array, scale: Float32Array, residual: Float32Array | null,
+    dx: Float32Array, dshift: Float32Array, dscale: Float32Array, l: number, d: number,
+  ): void;
+  gather(table: Float32Array, rowLength: number, index: Int32Array, out: Float32Array): void;
+  segmentSum(values: Float32Array, rowLength: number, index: Int32Array, out: Float32Array): void;
+  sumMiddle(x: Float32Array, outer: number, reduced: number, inner: number, out: Float32Array): void;
+  softmaxBias(x: Float32Array, bias: Float32Array | null, p: Float32Array, l: number, heads: number, biasBatches: number): void;
+  softmaxGrad(p: Float32Array, dp: Float32Array, dx: Float32Array, l: number): void;
+  adamw(...args: [...Float32Array[], Float64Array]): void;
+  adan(...args: [...Float32Array[], Float64Array]): void;
+  ema(e: Float32Array, p: Float32Array, out: Float32Array, h: Float64Array): void;
 }
 
 interface WasmBackendLike {
@@ -200,6 +219,125 @@ function batchMatMulKernel(addon: Addon): tf.KernelFunc {
   };
 }
 
+const f32 = (w: WasmBackendLike, t: tf.TensorInfo) => w.typedArrayFromHeap(t) as Float32Array;
+
+function checkFloat(name: string, inputs: Record<string, tf.TensorInfo | undefined>): void {
+  for (const [k, t] of Object.entries(inputs)) {
+    if (t !== undefined && t.dtype !== 'float32') throw new Error(`${name} (native): ${k} must be float32, got ${t.dtype}`);
+  }
+}
+
+/** The fused kernels of dsl/fused.ts, on the wasm heap (heap views are taken after every makeOutput, which may grow the heap). */
+function fusedKernels(addon: Addon): tf.KernelConfig[] {
+  const wasmOf = (b: unknown) => b as WasmBackendLike;
+  const gelu: tf.KernelFunc = ({ inputs, backend }) => {
+    const { x } = inputs as { x: tf.TensorInfo };
+    checkFloat(FUSED.gelu, { x });
+    const w = wasmOf(backend);
+    const out = w.makeOutput(x.shape, 'float32');
+    addon.gelu(f32(w, x), f32(w, out));
+    return out;
+  };
+  const geluGrad: tf.KernelFunc = ({ inputs, backend }) => {
+    const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+    checkFloat(FUSED.geluGrad, { dy, x });
+    const w = wasmOf(backend);
+    const out = w.makeOutput(x.shape, 'float32');
+    addon.geluGrad(f32(w, dy), f32(w, x), f32(w, out));
+    return out;
+  };
+  const lnModulate: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { x, shift, scale } = inputs as { x: tf.TensorInfo; shift: tf.TensorInfo; scale: tf.TensorInfo };
+    checkFloat(FUSED.lnModulate, { x, shift, scale });
+    const [g, l, d] = x.shape as [number, number, number];
+    const w = wasmOf(backend);
+    const z = w.makeOutput(x.shape, 'float32');
+    const mean = w.makeOutput([g, l], 'float32');
+    const rstd = w.makeOutput([g, l], 'float32');
+    addon.lnModulate(f32(w, x), f32(w, shift), f32(w, scale), f32(w, z), f32(w, mean), f32(w, rstd), (attrs as unknown as { eps: number }).eps, l, d);
+    return [z, mean, rstd];
+  };
+  const lnModulateGrad: tf.KernelFunc = ({ inputs, backend }) => {
+    const { dz, x, mean, rstd, scale, residual } = inputs as Record<'dz' | 'x' | 'mean' | 'rstd' | 'scale', tf.TensorInfo> & { residual?: tf.TensorInfo };
+    checkFloat(FUSED.lnModulateGrad, { dz, x, mean, rstd, scale, residual });
+    const [g, l, d] = x.shape as [number, number, number];
+    const w = wasmOf(backend);
+    const dx = w.makeOutput(x.shape, 'float32');
+    const dshift = w.makeOutput([g, d], 'float32');
+    const dscale = w.makeOutput([g, d], 'float32');
+    addon.lnModulateGrad(
+      f32(w, dz), f32(w, x), f32(w, mean), f32(w, rstd), f32(w, scale), residual === undefined ? null : f32(w, residual),
+      f32(w, dx), f32(w, dshift), f32(w, dscale), l, d,
+    );
+    return [dx, dshift, dscale];
+  };
+  /** A flat update: float32 vector inputs in `names` order, `outputs` new vectors, hyperparameters from attrs in `hyper` order. */
+  const flatUpdate = (name: string, names: readonly string[], outputs: number, hyper: readonly string[], call: (arrays: Float32Array[], h: Float64Array) => void): tf.KernelFunc =>
+    ({ inputs, backend, attrs }) => {
+      const ins = names.map((n) => (inputs as Record<string, tf.TensorInfo>)[n]!);
+      checkFloat(name, Object.fromEntries(names.map((n, i) => [n, ins[i]])));
+      const w = wasmOf(backend);
+      const outs = Array.from({ length: outputs }, () => w.makeOutput(ins[0]!.shape, 'float32'));
+      const a = attrs as unknown as Record<string, number>;
+      call([...ins, ...outs].map((t) => f32(w, t)), Float64Array.from(hyper, (k) => a[k]!));
+      return outs.length === 1 ? outs[0]! : outs;
+    };
+  const adamw = flatUpdate(FUSED.adamw, ['p', 'g', 'm', 'v'], 3, ['lr', 'b1', 'b2', 'eps', 'wd', 'bc1', 'bc2Sqrt'], (x, h) => addon.adamw(...x, h));
+  // The clip factor is a scalar tensor on the heap; the kernel takes it with the hyperparameters.
+  const adan: tf.KernelFunc = (args) => {
+    const clip = (args.inputs as Record<string, tf.TensorInfo>).clip!;
+    const factor = f32(wasmOf(args.backend), clip)[0]!;
+    const hyper = ['lr', 'b1', 'b2', 'b3', 'eps', 'wd', 'bc1', 'bc2', 'bc3Sqrt'];
+    return flatUpdate(FUSED.adan, ['p', 'g', 'm', 'n', 'diff', 'neg'], 5, hyper, (x, h) => {
+      const first = (args.attrs as unknown as { first: number }).first;
+      addon.adan(...x, Float64Array.from([...h, factor, first]));
+    })(args);
+  };
+  const ema = flatUpdate(FUSED.ema, ['e', 'p'], 1, ['decay'], ([e, p, out], h) => addon.ema(e!, p!, out!, h));
+  const softmaxBias: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { x, bias } = inputs as { x: tf.TensorInfo; bias?: tf.TensorInfo };
+    checkFloat(FUSED.softmaxBias, { x, bias });
+    const w = wasmOf(backend);
+    const out = w.makeOutput(x.shape, 'float32');
+    const heads = (attrs as unknown as { heads: number }).heads;
+    addon.softmaxBias(f32(w, x), bias === undefined ? null : f32(w, bias), f32(w, out), x.shape[2]!, heads, bias?.shape[0] ?? 1);
+    return out;
+  };
+  const softmaxGrad: tf.KernelFunc = ({ inputs, backend }) => {
+    const { p, dp } = inputs as { p: tf.TensorInfo; dp: tf.TensorInfo };
+    checkFloat(FUSED.softmaxGrad, { p, dp });
+    const w = wasmOf(backend);
+    const out = w.makeOutput(p.shape, 'float32');
+    addon.softmaxGrad(f32(w, p), f32(w, dp), f32(w, out), p.shape[p.shape.length - 1]!);
+    return out;
+  };
+  return [
+    { kernelName: FUSED.softmaxBias, backendName: 'wasm', kernelFunc: softmaxBias },
+    { kernelName: FUSED.softmaxGrad, backendName: 'wasm', kernelFunc: softmaxGrad },
+    { kernelName: FUSED.adamw, backendName: 'wasm', kernelFunc: adamw },
+    { kernelName: FUSED.adan, backendName: 'wasm', kernelFunc: adan },
+    { kernelName: FUSED.ema, backendName: 'wasm', kernelFunc: ema },
+    { kernelName: FUSED.gelu, backendName: 'wasm', kernelFunc: gelu },
+    { kernelName: FUSED.geluGrad, backendName: 'wasm', kernelFunc: geluGrad },
+    { kernelName: FUSED.lnModulate, backendName: 'wasm', kernelFunc: lnModulate },
+    { kernelName: FUSED.lnModulateGrad, backendName: 'wasm', kernelFunc: lnModulateGrad },
+  ];
+}
+
+export interface RowKernels {
+  /** out row i = table row index[i]. */
+  gather(table: Float32Array, rowLength: number, index: Int32Array, out: Float32Array): void;
+  /** out row s = Σ value rows i with index[i] = s; indices outside out are dropped. */
+  segmentSum(values: Float32Array, rowLength: number, index: Int32Array, out: Float32Array): void;
+  /** out (outer, inner) = x (outer, reduced, inner) summed over the middle axis (float32 accumulators). */
+  sumMiddle(x: Float32Array, outer: number, reduced: number, inner: number, out: Float32Array): void;
+}
+
+/** The native row gather and segment sum while the native kernels are on, else null. */
+export function rowKernels(): RowKernels | null {
+  return status.enabled && loaded?.ok === true ? loaded.addon : null;
+}
+
 let wasmBatchMatMul: tf.KernelConfig | null = null;
 let calls = 0;
 let status: Omit<NativeStatus, 'calls'> = { enabled: false, reason: 'enableNativeKernels() was not called', threads: 0, isa: 'none' };
@@ -232,8 +370,9 @@ export function enableNativeKernels(opts: NativeOptions = {}): NativeStatus {
     wasmBatchMatMul = builtin;
     tf.unregisterKernel('BatchMatMul', 'wasm');
     tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: batchMatMulKernel(l.addon) });
+    for (const k of fusedKernels(l.addon)) tf.registerKernel(k);
   }
-  status = { enabled: true, reason: `BatchMatMul runs natively (${l.isa} kernel)`, threads, isa: l.isa };
+  status = { enabled: true, reason: `BatchMatMul, fused GELU/LayerNorm and row gathers run natively (${l.isa} kernel)`, threads, isa: l.isa };
   return nativeKernelsStatus();
 }
 
@@ -242,6 +381,7 @@ export function disableNativeKernels(): void {
   if (wasmBatchMatMul === null) return;
   tf.unregisterKernel('BatchMatMul', 'wasm');
   tf.registerKernel(wasmBatchMatMul);
+  for (const name of Object.values(FUSED)) tf.unregisterKernel(name, 'wasm');
   wasmBatchMatMul = null;
   off('disabled by disableNativeKernels()');
 }

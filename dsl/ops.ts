@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Broadcast, Dim, Mul, Numel, Shape, ShapeError } from './shape.ts';
 import { wrap, type Tensor } from './tensor.ts';
 import { customOp, linear2d, linearBackward, linearForward, matmul2d, sumRows, type Piece } from './matmul.ts';
+import { gelu, geluGrad, lnModulate, lnModulateGrad, normalize, normalizeGrad, type LnSaved } from './fused.ts';
 
 type Last<S extends Shape> = S extends readonly [...Shape, infer L] ? L : never;
 type Init<S extends Shape> = S extends readonly [...infer I extends Shape, Dim] ? I : never;
@@ -61,28 +62,9 @@ export function silu<const S extends Shape>(x: Tensor<S>): Tensor<S> {
   return wrap(siluOp(x.raw));
 }
 
-// 0.5·(1 + tanh(u)) = σ(2u): the tanh form as one sigmoid, which wasm runs vectorised
-// (its tanh is ~15× slower), with u = √(2/π)·(x + 0.044715·x³) written as x·(A + B·x²).
-const GELU_A = 2 * Math.sqrt(2 / Math.PI);
-const GELU_B = GELU_A * 0.044715;
-
-/** σ(x·(A + B·x²)): GELU(x) = x·geluGate(x). */
-function geluGate(x: tf.Tensor): tf.Tensor {
-  return tf.sigmoid(tf.mul(x, tf.add(tf.mul(tf.mul(x, x), GELU_B), GELU_A)));
-}
-
-/** d/dx x·σ(z) = σ(z)·(1 + x·(1 − σ(z))·z'), z' = A + 3B·x², from x and s = σ(z). */
-function geluGrad(dy: tf.Tensor, x: tf.Tensor, s: tf.Tensor): tf.Tensor {
-  const dz = tf.add(tf.mul(tf.mul(x, x), 3 * GELU_B), GELU_A);
-  return tf.mul(dy, tf.mul(s, tf.add(tf.mul(tf.mul(x, tf.sub(1, s)), dz), 1)));
-}
-
 const geluOp = customOp<(x: tf.Tensor) => tf.Tensor>({
-  forward: (x) => {
-    const s = geluGate(x);
-    return { value: tf.mul(x, s), saved: [x, s] };
-  },
-  backward: (dy, [x, s]) => [geluGrad(dy, x!, s!)],
+  forward: (x) => ({ value: gelu(x), saved: [x] }),
+  backward: (dy, [x]) => [geluGrad(dy, x!)],
 });
 
 /** GELU, tanh approximation (PyTorch `approximate="tanh"`), the form DiT/MDT use. */
@@ -93,19 +75,19 @@ export function geluTanh<const S extends Shape>(x: Tensor<S>): Tensor<S> {
 /**
  * timm's Mlp on the last axis: (x, fc1 weight, fc1 bias, fc2 weight, fc2 bias) → fc2(GELU(fc1(x))).
  * As one piece, the hidden activations (4× the width) are kept once, as fc1's output and its
- * GELU gate, and their gradients are freed as soon as the MLP's backward is done.
+ * GELU, and their gradients are freed as soon as the MLP's backward is done.
  */
 export const mlpPiece: Piece = {
   forward: (x, w1, b1, w2, b2) => {
     const rows = tf.reshape(x!, [-1, x!.shape[x!.rank - 1]!]) as tf.Tensor2D;
     const h = linearForward(rows, w1 as tf.Tensor2D, b1 as tf.Tensor1D);
-    const s = geluGate(h);
-    const y = linearForward(tf.mul(h, s) as tf.Tensor2D, w2 as tf.Tensor2D, b2 as tf.Tensor1D);
-    return { value: tf.reshape(y, x!.shape), saved: [rows, w1!, w2!, h, s] };
+    const g = gelu(h) as tf.Tensor2D;
+    const y = linearForward(g, w2 as tf.Tensor2D, b2 as tf.Tensor1D);
+    return { value: tf.reshape(y, x!.shape), saved: [rows, w1!, w2!, h, g] };
   },
-  backward: (dy, [rows, w1, w2, h, s]) => {
-    const [dg, dw2, db2] = linearBackward(tf.reshape(dy, [-1, dy.shape[dy.rank - 1]!]) as tf.Tensor2D, tf.mul(h!, s!) as tf.Tensor2D, w2 as tf.Tensor2D, true);
-    const [dx, dw1, db1] = linearBackward(geluGrad(dg!, h!, s!) as tf.Tensor2D, rows as tf.Tensor2D, w1 as tf.Tensor2D, true);
+  backward: (dy, [rows, w1, w2, h, g]) => {
+    const [dg, dw2, db2] = linearBackward(tf.reshape(dy, [-1, dy.shape[dy.rank - 1]!]) as tf.Tensor2D, g as tf.Tensor2D, w2 as tf.Tensor2D, true);
+    const [dx, dw1, db1] = linearBackward(geluGrad(dg!, h!) as tf.Tensor2D, rows as tf.Tensor2D, w1 as tf.Tensor2D, true);
     return [tf.reshape(dx!, dy.shape), dw1!, db1!, dw2!, db2!];
   },
 };
@@ -113,21 +95,6 @@ export const mlpPiece: Piece = {
 /** Softmax over the last axis. */
 export function softmax<const S extends Shape>(x: Tensor<S>): Tensor<S> {
   return wrap(tf.softmax(x.raw));
-}
-
-/** (x − mean)·rsqrt(var + eps) over the last axis, and the rsqrt factor (keepDims). */
-function normalize(x: tf.Tensor, eps: number): { y: tf.Tensor; r: tf.Tensor } {
-  const axis = x.rank - 1;
-  const centered = tf.sub(x, tf.mean(x, axis, true));
-  const r = tf.rsqrt(tf.add(tf.mean(tf.mul(centered, centered), axis, true), eps));
-  return { y: tf.mul(centered, r), r };
-}
-
-/** dx of y = normalize(x) from dy: r·(dy − mean(dy) − y·mean(dy·y)), all over the last axis. */
-function normalizeGrad(dy: tf.Tensor, y: tf.Tensor, r: tf.Tensor): tf.Tensor {
-  const axis = y.rank - 1;
-  const proj = tf.mul(y, tf.mean(tf.mul(dy, y), axis, true));
-  return tf.mul(tf.sub(tf.sub(dy, tf.mean(dy, axis, true)), proj), r);
 }
 
 function layerNormOp(eps: number) {
@@ -140,23 +107,20 @@ function layerNormOp(eps: number) {
   });
 }
 
+const lnSaved = ([x, mean, rstd, scale]: tf.Tensor[]): LnSaved => ({ x: x!, mean: mean!, rstd: rstd!, scale: scale! });
+
 /**
  * LN(x)·(1 + scale) + shift with per-row-group (shift, scale): x is (G, L, D) and they are
  * (G, D), broadcast over L (adaLN's modulate). The gradients of shift and scale are sums over L.
  */
-function layerNormModulatePiece(eps: number): Piece {
-  return {
-    forward: (x, shift, scale) => {
-      const { y, r } = normalize(x!, eps);
-      const gain = tf.add(tf.expandDims(scale!, 1), 1);
-      return { value: tf.add(tf.mul(y, gain), tf.expandDims(shift!, 1)), saved: [y, r, gain] };
-    },
-    backward: (dz, [y, r, gain]) => [normalizeGrad(tf.mul(dz, gain!), y!, r!), sumRows(dz, 1), sumRows(tf.mul(dz, y!), 1)],
-  };
-}
-
 function layerNormModulateOp(eps: number) {
-  return customOp<(x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor) => tf.Tensor>(layerNormModulatePiece(eps));
+  return customOp<(x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor) => tf.Tensor>({
+    forward: (x, shift, scale) => {
+      const { z, saved } = lnModulate(x!, shift!, scale!, eps);
+      return { value: z, saved: [saved.x, saved.mean, saved.rstd, saved.scale] };
+    },
+    backward: (dz, saved) => lnModulateGrad(dz, lnSaved(saved)),
+  });
 }
 
 /**
@@ -166,20 +130,20 @@ function layerNormModulateOp(eps: number) {
  * branch's glue reaches the tape.
  */
 export function adaLNResidual(inner: Piece, eps: number): Piece {
-  const ln = layerNormModulatePiece(eps);
-  const LN_SAVED = 3;
+  const LN_SAVED = 4;
   return {
     forward: (x, shift, scale, gate, ...rest) => {
-      const z = ln.forward(x!, shift!, scale!);
-      const h = inner.forward(z.value, ...rest);
+      const ln = lnModulate(x!, shift!, scale!, eps);
+      const h = inner.forward(ln.z, ...rest);
       const g = tf.expandDims(gate!, 1);
-      return { value: tf.add(x!, tf.mul(g, h.value)), saved: [...z.saved, g, h.value, ...h.saved] };
+      return { value: tf.add(x!, tf.mul(g, h.value)), saved: [ln.saved.x, ln.saved.mean, ln.saved.rstd, ln.saved.scale, g, h.value, ...h.saved] };
     },
     backward: (dy, saved) => {
       const [g, h] = saved.slice(LN_SAVED, LN_SAVED + 2) as [tf.Tensor, tf.Tensor];
       const [dz, ...dRest] = inner.backward(tf.mul(dy, g), saved.slice(LN_SAVED + 2));
-      const [dx, dShift, dScale] = ln.backward(dz!, saved.slice(0, LN_SAVED));
-      return [tf.add(dy, dx!), dShift!, dScale!, sumRows(tf.mul(dy, h), 1), ...dRest];
+      // The skip connection's gradient dy joins dx inside the LayerNorm's backward.
+      const [dx, dShift, dScale] = lnModulateGrad(dz!, lnSaved(saved.slice(0, LN_SAVED)), dy);
+      return [dx, dShift, dScale, sumRows(tf.mul(dy, h), 1), ...dRest];
     },
   };
 }

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { currentBackend, initBackend } from '../dsl/backend.ts';
+import { currentBackend, initBackend, webgpuAvailable } from '../dsl/backend.ts';
 import type { BackendInfo } from '../dsl/backend.ts';
 import { cudaVerdict, doctor, parseLdconfig } from '../dsl/doctor.ts';
 import { keyFromSeed, normal, split } from '../dsl/random.ts';
@@ -98,11 +98,20 @@ test('requesting tensorflow here is an error naming the missing package and the 
   );
 });
 
-test('webgpu is never automatic and, requested, explains how to install it', async () => {
+test('webgpu, requested but not installed, explains how to install it', async (t) => {
+  if ((await webgpuAvailable()).ok) return t.skip('webgpu is installed here (webgpu.test.ts covers it)');
   await assert.rejects(
     withEnv(NO_ENV, () => initBackend({ prefer: 'webgpu' })),
     /'webgpu' was requested.*npm install --save-exact webgpu @tensorflow\/tfjs-backend-webgpu@4\.22\.0/,
   );
+});
+
+test('the automatic choice passes over webgpu unless it has a hardware adapter, and says why', async (t) => {
+  const gpu = await webgpuAvailable();
+  if (gpu.ok && gpu.detail.software !== true) return t.skip(`a hardware adapter is present: ${String(gpu.detail.adapter)}`);
+  const info = await withEnv(NO_ENV, () => initBackend());
+  assert.notEqual(info.name, 'webgpu');
+  assert.match(String(info.detail.skipped), gpu.ok ? /webgpu: only a software adapter/ : /webgpu: webgpu and @tensorflow\/tfjs-backend-webgpu not installed/);
 });
 
 test('bad settings are errors that show what was given', async () => {

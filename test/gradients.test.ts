@@ -191,7 +191,7 @@ test('wasm: a tiny training run holds as many live tensors at step 60 as at step
   const y = Int32Array.from([0, 1, 2, 0]);
   let at10 = 0;
   for (let s = 1; s <= 60; s++) {
-    trainer.step(x0, y, foldIn(keyFromSeed(7), s));
+    await trainer.step(x0, y, foldIn(keyFromSeed(7), s));
     if (s === 10) at10 = tf.memory().numTensors;
   }
   assert.equal(tf.memory().numTensors, at10);

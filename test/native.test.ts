@@ -1,6 +1,7 @@
 /**
- * The native SGEMM behind the wasm backend's BatchMatMul: products against a float64 naive
- * reference, batch broadcasting, gradients and golden parity with the kernels on. Where the
+ * The native kernels behind the wasm backend: the SGEMM (BatchMatMul) against a float64 naive
+ * reference, batch broadcasting, the fused kernels against their tfjs-op forms, gradients and
+ * golden parity with the kernels on. Where the
  * addon did not build (no compiler at install) every test is skipped with the reason.
  */
 import { test } from 'node:test';
@@ -13,6 +14,7 @@ import { initBackend } from '../dsl/backend.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
 import { disableNativeKernels, enableNativeKernels, nativeKernelsStatus, nativeMatMul } from '../dsl/native.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
+import { adamwUpdate, adanUpdate, emaUpdate, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../dsl/fused.ts';
 
 await initBackend({ prefer: 'wasm' });
 registerMissingKernels();
@@ -179,6 +181,47 @@ test('gradients of a two-layer network agree with the kernels on and off', { ski
   const r = wasmBuiltinAndNative(() => tf.tidy(() => tf.grads(loss)([w1, w2]).map((g) => g.dataSync() as Float32Array)));
   r.native.forEach((g, i) => assertClose(g, r.wasm[i]!, `gradient ${i}`));
   tf.dispose([x, w1, w2]);
+});
+
+test('the fused kernels (GELU, LayerNorm + modulate, softmax, AdamW, Adan, EMA), row gathers and sums agree with their tfjs-op forms', { skip }, () => {
+  const vec = (seed: number, n: number, scale = 1) => tf.mul(tf.tensor1d(normal(keyFromSeed(seed), n)), scale);
+  const n = 5000;
+  const outputs = () => tf.tidy(() => {
+    const [p, g, m] = [vec(10, n), vec(11, n, 0.1), vec(12, n, 0.01)];
+    const [v, nsq] = [tf.square(vec(13, n, 0.01)), tf.square(vec(14, n, 0.02))];
+    const [diff, neg] = [vec(15, n, 0.01), vec(16, n, 0.1)];
+    const adamw = adamwUpdate(p, g, m, v, { lr: 1e-3, b1: 0.9, b2: 0.999, eps: 1e-8, wd: 0.1, bc1: 1 - 0.9 ** 3, bc2Sqrt: Math.sqrt(1 - 0.999 ** 3) });
+    const adan = (first: 0 | 1) =>
+      adanUpdate(p, g, m, nsq, diff, neg, tf.scalar(0.5), { lr: 1e-3, b1: 0.98, b2: 0.92, b3: 0.99, eps: 1e-8, wd: 0.02, bc1: 0.06, bc2: 0.23, bc3Sqrt: 0.17, first });
+    // GELU over a wide range, large magnitudes included (exp overflow must give 0 or x).
+    const x = tf.mul(vec(17, n), 6);
+    const dy = vec(18, n);
+    const [gx, gs, gsc, gdz, gres] = [tf.reshape(vec(19, 3 * 5 * 24, 3), [3, 5, 24]), tf.reshape(vec(20, 72), [3, 24]), tf.reshape(vec(21, 72, 0.5), [3, 24]), tf.reshape(vec(22, 360), [3, 5, 24]), tf.reshape(vec(23, 360), [3, 5, 24])];
+    const ln = lnModulate(gx, gs, gsc, 1e-6);
+    const table = tf.reshape(vec(24, 97 * 3), [97, 3]);
+    const idx = tf.tensor1d(Array.from({ length: 400 }, (_, i) => (i * 37) % 97), 'int32');
+    const [gathered, dTable] = [tf.gather(table, idx), tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, idx), tf.reshape(vec(25, 1200), [400, 3]))))(table)];
+    // Attention's softmax: 2 samples × 3 heads of (7, 7) logits, bias shared or per sample.
+    const logits = tf.reshape(vec(26, 6 * 49, 4), [6, 7, 7]) as tf.Tensor3D;
+    const [shared, perSample] = [tf.reshape(vec(27, 3 * 49), [1, 3, 7, 7]) as tf.Tensor4D, tf.reshape(vec(28, 6 * 49), [2, 3, 7, 7]) as tf.Tensor4D];
+    const probs = softmaxBias(logits, shared);
+    const softmaxes = [probs, softmaxBias(logits, perSample), softmaxBias(logits, null), softmaxGrad(probs, tf.reshape(vec(29, 6 * 49), [6, 7, 7]) as tf.Tensor3D)];
+    // Sums over leading and middle axes (the shared bias's gradient).
+    const sums = [tf.sum(tf.reshape(vec(30, 8 * 6 * 50), [8, 6, 50]), 0), tf.sum(tf.reshape(vec(31, 4 * 9 * 5000), [4, 9, 5000]), 1)];
+    return [...adamw, ...adan(0), ...adan(1), emaUpdate(p, g, 0.99), gelu(x), geluGrad(dy, x), ln.z, ...lnModulateGrad(gdz, ln.saved, gres), gathered, dTable, ...softmaxes, ...sums];
+  });
+  const run = () => {
+    const ts = outputs();
+    const values = ts.map((t) => t.dataSync() as Float32Array);
+    tf.dispose(ts);
+    return values;
+  };
+  disableNativeKernels();
+  const ops = run();
+  assert.ok(enableNativeKernels({ threads: 2 }).enabled);
+  for (const name of Object.values(FUSED)) assert.ok(tf.getKernel(name, 'wasm') !== undefined, `${name} is not registered on wasm`);
+  const fused = run();
+  fused.forEach((v, i) => assertClose(v, ops[i]!, `output ${i}`));
 });
 
 test('MDT_NATIVE=0 keeps the wasm kernel, other values are refused', { skip }, () => {

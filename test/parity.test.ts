@@ -1,22 +1,31 @@
-/** Golden parity against the official PyTorch code, on the wasm and cpu backends: nothing may fail or be skipped. */
+/**
+ * Golden parity against the official PyTorch code, on the wasm and cpu backends: nothing may
+ * fail or be skipped. Also on webgpu where its optional packages and an adapter are present
+ * (README: Backends), skipped with the reason otherwise.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../dsl/backend.ts';
+import { initBackend, webgpuAvailable } from '../dsl/backend.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
 import { disableNativeKernels, enableNativeKernels } from '../dsl/native.ts';
 import { DEFAULT_FIXTURES, fixtureDirs, runParity } from '../compile/parity-cli.ts';
 
-for (const backend of ['wasm', 'wasm+native', 'cpu'] as const) {
+for (const backend of ['wasm', 'wasm+native', 'cpu', 'webgpu'] as const) {
   test(`every fixture case passes on ${backend}`, async (t) => {
-    await initBackend({ prefer: backend === 'cpu' ? 'cpu' : 'wasm' });
+    if (backend === 'webgpu') {
+      const gpu = await webgpuAvailable();
+      if (!gpu.ok) return t.skip(`webgpu unavailable: ${gpu.error}`);
+    }
+    const tfName = backend === 'wasm+native' ? 'wasm' : backend;
+    await initBackend({ prefer: tfName });
     registerMissingKernels();
     disableNativeKernels();
     if (backend === 'wasm+native') {
       const native = enableNativeKernels();
       if (!native.enabled) return t.skip(`native kernels unavailable: ${native.reason}`);
     }
-    assert.equal(tf.getBackend(), backend === 'cpu' ? 'cpu' : 'wasm');
+    assert.equal(tf.getBackend(), tfName);
     const lines: string[] = [];
     const results = await runParity(fixtureDirs(DEFAULT_FIXTURES), (l) => lines.push(l));
     assert.equal(fixtureDirs(DEFAULT_FIXTURES).length, 3);

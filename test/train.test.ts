@@ -33,7 +33,7 @@ test('a tiny MDT trains on wasm: loss falls over a few hundred steps, live tenso
   const losses: number[] = [];
   let at10 = 0;
   for (let s = 0; s < 200; s++) {
-    losses.push(trainer.step(x0, y, foldIn(keyFromSeed(1), s)).loss);
+    losses.push((await trainer.step(x0, y, foldIn(keyFromSeed(1), s))).loss);
     if (s === 9) at10 = tf.memory().numTensors;
   }
   assert.equal(tf.memory().numTensors, at10, 'live tensors after step 200 vs step 10');

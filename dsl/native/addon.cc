@@ -1,4 +1,5 @@
-// N-API entry points of the native SGEMM, its thread pool and the choice of kernel build.
+// N-API entry points of the native SGEMM, the fused pointwise kernels, gather and segment
+// sum, their thread pool and the choice of kernel build.
 // Callers pass Float32Array views (on ArrayBuffers or on the wasm backend's SharedArrayBuffer
 // heap): the product runs on them in place, synchronously, on the calling thread plus the
 // pool's workers.
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "pointwise.h"
 
 namespace {
 
@@ -346,6 +348,340 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// Runs body(begin, end) over [0, n) in chunks of at least `grain` items, claimed by the pool's
+// threads as they come free (the caller holds `busy`).
+template <typename F>
+void ParallelFor(long n, long grain, const F& body) {
+  const int threads = pool->Threads();
+  if (threads == 1 || n <= grain) {
+    if (n > 0) body(0, n);
+    return;
+  }
+  const long chunk = std::max(grain, (n + 4L * threads - 1) / (4L * threads));
+  std::atomic<long> next{0};
+  pool->RunAll([&](int) {
+    for (long b; (b = next.fetch_add(chunk, std::memory_order_relaxed)) < n;) body(b, std::min(n, b + chunk));
+  });
+}
+
+// Elementwise work below this many floats stays on the calling thread.
+constexpr long kParallelFloats = 1L << 15;
+
+bool GetInts(napi_env env, napi_value v, const int32_t** data, size_t* length) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  void* p = nullptr;
+  if (napi_get_typedarray_info(env, v, &type, length, &p, nullptr, nullptr) != napi_ok || type != napi_int32_array) return false;
+  *data = static_cast<const int32_t*>(p);
+  return true;
+}
+
+// Arguments 0..n-1 as Float32Arrays, or an exception naming the kernel; null ones allowed where `optional`.
+bool FloatArgs(napi_env env, napi_value* argv, size_t argc, size_t n, const char* name, Floats* out, uint32_t optional = 0) {
+  if (argc < n) {
+    Throw(env, std::string("native ") + name + ": expected " + std::to_string(n) + " array arguments, got " + std::to_string(argc));
+    return false;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    napi_valuetype t;
+    if ((optional >> i & 1) && napi_typeof(env, argv[i], &t) == napi_ok && t == napi_null) {
+      out[i] = {nullptr, 0};
+      continue;
+    }
+    if (!GetFloats(env, argv[i], &out[i])) {
+      Throw(env, std::string("native ") + name + ": argument " + std::to_string(i) + " must be a Float32Array");
+      return false;
+    }
+  }
+  return true;
+}
+
+napi_value NoKernel(napi_env env, const char* name) {
+  return Throw(env, std::string("native ") + name + ": this CPU has no supported kernel (needs AVX2 and FMA)");
+}
+
+// gelu(x, y) and geluGrad(dy, x, dx): GELU (tanh form) and its backward, elementwise.
+napi_value Gelu(napi_env env, napi_callback_info info) {
+  if (kernel == nullptr) return NoKernel(env, "gelu");
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats f[2];
+  if (!FloatArgs(env, argv, argc, 2, "gelu", f)) return nullptr;
+  if (f[0].length != f[1].length) return Throw(env, "native gelu: x has " + std::to_string(f[0].length) + " floats, y " + std::to_string(f[1].length));
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(static_cast<long>(f[0].length), kParallelFloats, [&](long b, long e) { mdt_gelu(f[0].data, f[1].data, b, e); });
+  return nullptr;
+}
+
+napi_value GeluGrad(napi_env env, napi_callback_info info) {
+  if (kernel == nullptr) return NoKernel(env, "geluGrad");
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats f[3];
+  if (!FloatArgs(env, argv, argc, 3, "geluGrad", f)) return nullptr;
+  if (f[0].length != f[1].length || f[1].length != f[2].length)
+    return Throw(env, "native geluGrad: dy, x and dx must have equal lengths, got " + std::to_string(f[0].length) + ", " +
+                          std::to_string(f[1].length) + ", " + std::to_string(f[2].length));
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(static_cast<long>(f[0].length), kParallelFloats, [&](long b, long e) { mdt_gelu_grad(f[0].data, f[1].data, f[2].data, b, e); });
+  return nullptr;
+}
+
+// Reads (l, d) from argv[i], argv[i+1] and checks that x holds whole (l, d) groups; G out.
+bool Groups(napi_env env, napi_value* argv, size_t i, size_t xLength, const char* name, long* l, long* d, long* groups) {
+  if (!GetLong(env, argv[i], l) || !GetLong(env, argv[i + 1], d) || *l == 0 || *d == 0) {
+    Throw(env, std::string("native ") + name + ": L and D must be positive integers");
+    return false;
+  }
+  if (xLength % (*l * *d) != 0) {
+    Throw(env, std::string("native ") + name + ": x holds " + std::to_string(xLength) + " floats, not whole (L, D) = (" + std::to_string(*l) +
+                   ", " + std::to_string(*d) + ") groups");
+    return false;
+  }
+  *groups = static_cast<long>(xLength) / (*l * *d);
+  return true;
+}
+
+bool Sized(napi_env env, const Floats& f, size_t want, const char* name, const char* what) {
+  if (f.length == want) return true;
+  Throw(env, std::string("native ") + name + ": " + what + " holds " + std::to_string(f.length) + " floats, expected " + std::to_string(want));
+  return false;
+}
+
+// lnModulate(x, shift, scale, z, mean, rstd, eps, L, D).
+napi_value LnModulate(napi_env env, napi_callback_info info) {
+  if (kernel == nullptr) return NoKernel(env, "lnModulate");
+  size_t argc = 9;
+  napi_value argv[9];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats f[6];
+  if (!FloatArgs(env, argv, argc, 6, "lnModulate", f)) return nullptr;
+  double eps;
+  if (argc < 9 || napi_get_value_double(env, argv[6], &eps) != napi_ok) return Throw(env, "native lnModulate: eps must be a number");
+  long l, d, groups;
+  if (!Groups(env, argv, 7, f[0].length, "lnModulate", &l, &d, &groups)) return nullptr;
+  const size_t gd = groups * d, rows = groups * l;
+  if (!Sized(env, f[1], gd, "lnModulate", "shift") || !Sized(env, f[2], gd, "lnModulate", "scale") ||
+      !Sized(env, f[3], f[0].length, "lnModulate", "z") || !Sized(env, f[4], rows, "lnModulate", "mean") ||
+      !Sized(env, f[5], rows, "lnModulate", "rstd"))
+    return nullptr;
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(groups, l * d >= kParallelFloats ? 1 : groups, [&](long b, long e) {
+    for (long g = b; g < e; ++g) mdt_ln_modulate(f[0].data, f[1].data, f[2].data, static_cast<float>(eps), l, d, g, f[3].data, f[4].data, f[5].data);
+  });
+  return nullptr;
+}
+
+// lnModulateGrad(dz, x, mean, rstd, scale, residual | null, dx, dshift, dscale, L, D).
+napi_value LnModulateGrad(napi_env env, napi_callback_info info) {
+  if (kernel == nullptr) return NoKernel(env, "lnModulateGrad");
+  size_t argc = 11;
+  napi_value argv[11];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats f[9];
+  if (!FloatArgs(env, argv, argc, 9, "lnModulateGrad", f, 1u << 5)) return nullptr;
+  long l, d, groups;
+  if (argc < 11 || !Groups(env, argv, 9, f[1].length, "lnModulateGrad", &l, &d, &groups)) return argc < 11 ? Throw(env, "native lnModulateGrad: expected 11 arguments") : nullptr;
+  const size_t n = f[1].length, gd = groups * d, rows = groups * l;
+  if (!Sized(env, f[0], n, "lnModulateGrad", "dz") || !Sized(env, f[2], rows, "lnModulateGrad", "mean") ||
+      !Sized(env, f[3], rows, "lnModulateGrad", "rstd") || !Sized(env, f[4], gd, "lnModulateGrad", "scale") ||
+      (f[5].data != nullptr && !Sized(env, f[5], n, "lnModulateGrad", "residual")) || !Sized(env, f[6], n, "lnModulateGrad", "dx") ||
+      !Sized(env, f[7], gd, "lnModulateGrad", "dshift") || !Sized(env, f[8], gd, "lnModulateGrad", "dscale"))
+    return nullptr;
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(groups, l * d >= kParallelFloats ? 1 : groups, [&](long b, long e) {
+    for (long g = b; g < e; ++g)
+      mdt_ln_modulate_grad(f[0].data, f[1].data, f[2].data, f[3].data, f[4].data, f[5].data, l, d, g, f[6].data, f[7].data, f[8].data);
+  });
+  return nullptr;
+}
+
+// gather(table, rowLength, index, out): out row i = table row index[i]; an index outside the
+// table is an error, as in tfjs.
+napi_value Gather(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats table, out;
+  const int32_t* index;
+  size_t count;
+  long row;
+  if (argc < 4 || !GetFloats(env, argv[0], &table) || !GetLong(env, argv[1], &row) || row == 0 || !GetInts(env, argv[2], &index, &count) ||
+      !GetFloats(env, argv[3], &out))
+    return Throw(env, "native gather: expected (table: Float32Array, rowLength > 0, index: Int32Array, out: Float32Array)");
+  const long rows = static_cast<long>(table.length) / row;
+  if (out.length != count * row) return Throw(env, "native gather: out holds " + std::to_string(out.length) + " floats, expected " + std::to_string(count * row));
+  for (size_t i = 0; i < count; ++i)
+    if (index[i] < 0 || index[i] >= rows)
+      return Throw(env, "native gather: index[" + std::to_string(i) + "] = " + std::to_string(index[i]) + " is outside the table's " + std::to_string(rows) + " rows");
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(static_cast<long>(count), std::max(1L, kParallelFloats / row), [&](long b, long e) {
+    if (row == 1) {
+      for (long i = b; i < e; ++i) out.data[i] = table.data[index[i]];
+    } else {
+      for (long i = b; i < e; ++i) std::memcpy(out.data + i * row, table.data + static_cast<long>(index[i]) * row, row * sizeof(float));
+    }
+  });
+  return nullptr;
+}
+
+// segmentSum(values, rowLength, index, out): out row s = Σ of the value rows i with index[i] = s
+// (tfjs' UnsortedSegmentSum); rows with an index outside out are dropped, as TensorFlow drops
+// negative ones. Each thread sums into its own copy of out, then the copies are added.
+napi_value SegmentSum(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats values, out;
+  const int32_t* index;
+  size_t count;
+  long row;
+  if (argc < 4 || !GetFloats(env, argv[0], &values) || !GetLong(env, argv[1], &row) || row == 0 || !GetInts(env, argv[2], &index, &count) ||
+      !GetFloats(env, argv[3], &out))
+    return Throw(env, "native segmentSum: expected (values: Float32Array, rowLength > 0, index: Int32Array, out: Float32Array)");
+  if (values.length != count * row)
+    return Throw(env, "native segmentSum: values hold " + std::to_string(values.length) + " floats, expected " + std::to_string(count * row));
+  const long segments = static_cast<long>(out.length) / row;
+  std::lock_guard<std::mutex> hold(busy);
+  const int threads = static_cast<long>(count * row) < kParallelFloats ? 1 : pool->Threads();
+  std::vector<std::vector<float>> partial(threads - 1, std::vector<float>(out.length, 0.0f));
+  std::memset(out.data, 0, out.length * sizeof(float));
+  const long chunk = (static_cast<long>(count) + threads - 1) / threads;
+  auto sum = [&](int id) {
+    float* acc = id == 0 ? out.data : partial[id - 1].data();
+    const long e = std::min(static_cast<long>(count), (id + 1) * chunk);
+    for (long i = id * chunk; i < e; ++i) {
+      const long s = index[i];
+      if (s < 0 || s >= segments) continue;
+      for (long j = 0; j < row; ++j) acc[s * row + j] += values.data[i * row + j];
+    }
+  };
+  if (threads == 1) sum(0);
+  else pool->RunAll(sum);
+  for (const auto& p : partial)
+    for (size_t j = 0; j < out.length; ++j) out.data[j] += p[j];
+  return nullptr;
+}
+
+// softmaxBias(x, bias | null, p, l, heads, biasBatches): x and p (G, l, l), bias (biasBatches, heads, l, l).
+napi_value SoftmaxBias(napi_env env, napi_callback_info info) {
+  if (kernel == nullptr) return NoKernel(env, "softmaxBias");
+  size_t argc = 6;
+  napi_value argv[6];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats f[3];
+  if (!FloatArgs(env, argv, argc, 3, "softmaxBias", f, 1u << 1)) return nullptr;
+  long l, heads, bb;
+  if (argc < 6 || !GetLong(env, argv[3], &l) || !GetLong(env, argv[4], &heads) || !GetLong(env, argv[5], &bb) || l == 0 || heads == 0 || bb == 0)
+    return Throw(env, "native softmaxBias: l, heads and biasBatches must be positive integers");
+  const size_t ll = l * l;
+  if (f[0].length % (ll * heads) != 0) return Throw(env, "native softmaxBias: x does not hold whole (heads, l, l) blocks");
+  if (!Sized(env, f[2], f[0].length, "softmaxBias", "p")) return nullptr;
+  const long groups = static_cast<long>(f[0].length / ll);
+  if (f[1].data != nullptr) {
+    if (!Sized(env, f[1], bb * heads * ll, "softmaxBias", "bias")) return nullptr;
+    if (bb != 1 && bb * heads != groups) return Throw(env, "native softmaxBias: bias batches must be 1 or the logits' samples");
+  }
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(groups, std::max(1L, kParallelFloats / static_cast<long>(ll)), [&](long b, long e) { mdt_softmax_bias(f[0].data, f[1].data, l, heads, bb, f[2].data, b, e); });
+  return nullptr;
+}
+
+// softmaxGrad(p, dp, dx, l).
+napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
+  if (kernel == nullptr) return NoKernel(env, "softmaxGrad");
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats f[3];
+  if (!FloatArgs(env, argv, argc, 3, "softmaxGrad", f)) return nullptr;
+  long l;
+  if (argc < 4 || !GetLong(env, argv[3], &l) || l == 0 || f[0].length % l != 0) return Throw(env, "native softmaxGrad: l must be a positive integer dividing p's length");
+  if (!Sized(env, f[1], f[0].length, "softmaxGrad", "dp") || !Sized(env, f[2], f[0].length, "softmaxGrad", "dx")) return nullptr;
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(static_cast<long>(f[0].length) / l, std::max(1L, kParallelFloats / l), [&](long b, long e) { mdt_softmax_grad(f[0].data, f[1].data, l, f[2].data, b, e); });
+  return nullptr;
+}
+
+// sumMiddle(x, outer, reduced, inner, out): out (outer, inner) = x (outer, reduced, inner) summed over its middle axis.
+napi_value SumMiddle(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats x, out;
+  long outer, reduced, inner;
+  if (argc < 5 || !GetFloats(env, argv[0], &x) || !GetLong(env, argv[1], &outer) || !GetLong(env, argv[2], &reduced) || !GetLong(env, argv[3], &inner) ||
+      !GetFloats(env, argv[4], &out) || reduced == 0)
+    return Throw(env, "native sumMiddle: expected (x: Float32Array, outer, reduced > 0, inner, out: Float32Array)");
+  if (x.length != static_cast<size_t>(outer * reduced * inner) || out.length != static_cast<size_t>(outer * inner))
+    return Throw(env, "native sumMiddle: x holds " + std::to_string(x.length) + " and out " + std::to_string(out.length) + " floats for (" +
+                          std::to_string(outer) + ", " + std::to_string(reduced) + ", " + std::to_string(inner) + ")");
+  std::lock_guard<std::mutex> hold(busy);
+  // Work items are (outer row, column block): a block of 4096 columns stays in L1/L2 across the reduced rows.
+  const long blocks = (inner + 4095) / 4096;
+  ParallelFor(outer * blocks, std::max(1L, kParallelFloats / (4096 * reduced)), [&](long b, long e) {
+    for (long w = b; w < e; ++w) {
+      const long o = w / blocks, i0 = (w % blocks) * 4096;
+      mdt_sum_middle(x.data, reduced, inner, o, i0, std::min(inner, i0 + 4096), out.data);
+    }
+  });
+  return nullptr;
+}
+
+bool GetDoubles(napi_env env, napi_value v, size_t want, const double** data) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  void* p = nullptr;
+  size_t length = 0;
+  if (napi_get_typedarray_info(env, v, &type, &length, &p, nullptr, nullptr) != napi_ok || type != napi_float64_array || length != want) return false;
+  *data = static_cast<const double*>(p);
+  return true;
+}
+
+// n equal-length Float32Arrays, then a Float64Array of `hyper` hyperparameters at argv[n].
+template <typename F>
+napi_value FlatUpdate(napi_env env, napi_callback_info info, const char* name, size_t n, size_t hyper, const F& body) {
+  if (kernel == nullptr) return NoKernel(env, name);
+  size_t argc = 12;
+  napi_value argv[12];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats f[11];
+  if (!FloatArgs(env, argv, argc, n, name, f)) return nullptr;
+  for (size_t i = 1; i < n; ++i)
+    if (f[i].length != f[0].length)
+      return Throw(env, std::string("native ") + name + ": argument " + std::to_string(i) + " holds " + std::to_string(f[i].length) +
+                            " floats, argument 0 " + std::to_string(f[0].length));
+  const double* h;
+  if (argc <= n || !GetDoubles(env, argv[n], hyper, &h))
+    return Throw(env, std::string("native ") + name + ": argument " + std::to_string(n) + " must be a Float64Array of " + std::to_string(hyper) + " hyperparameters");
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(static_cast<long>(f[0].length), kParallelFloats, [&](long b, long e) { body(f, h, b, e); });
+  return nullptr;
+}
+
+// adamw(p, g, m, v, p1, m1, v1, h), adan(p, g, m, n, diff, neg, p1, m1, n1, d1, neg1, h), ema(e, p, out, [decay]).
+napi_value AdamW(napi_env env, napi_callback_info info) {
+  return FlatUpdate(env, info, "adamw", 7, 7, [](Floats* f, const double* h, long b, long e) {
+    mdt_adamw(f[0].data, f[1].data, f[2].data, f[3].data, h, f[4].data, f[5].data, f[6].data, b, e);
+  });
+}
+
+napi_value Adan(napi_env env, napi_callback_info info) {
+  return FlatUpdate(env, info, "adan", 11, 11, [](Floats* f, const double* h, long b, long e) {
+    mdt_adan(f[0].data, f[1].data, f[2].data, f[3].data, f[4].data, f[5].data, h, f[6].data, f[7].data, f[8].data, f[9].data, f[10].data, b, e);
+  });
+}
+
+napi_value Ema(napi_env env, napi_callback_info info) {
+  return FlatUpdate(env, info, "ema", 3, 1, [](Floats* f, const double* h, long b, long e) {
+    mdt_ema(f[0].data, f[1].data, static_cast<float>(h[0]), f[2].data, b, e);
+  });
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -399,6 +735,18 @@ napi_value Init(napi_env env, napi_value exports) {
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"threads", nullptr, Threads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gelu", nullptr, Gelu, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"geluGrad", nullptr, GeluGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"lnModulate", nullptr, LnModulate, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"lnModulateGrad", nullptr, LnModulateGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gather", nullptr, Gather, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"segmentSum", nullptr, SegmentSum, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmaxBias", nullptr, SoftmaxBias, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmaxGrad", nullptr, SoftmaxGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sumMiddle", nullptr, SumMiddle, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adan", nullptr, Adan, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ema", nullptr, Ema, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

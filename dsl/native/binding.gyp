@@ -14,11 +14,17 @@
       "cflags": ["-O3", "-fPIC", "-mavx512f", "-mavx2", "-mfma", "-ffp-contract=fast"]
     },
     {
+      "target_name": "pointwise_avx2",
+      "type": "static_library",
+      "sources": ["pointwise.cc"],
+      "cflags": ["-O3", "-fPIC", "-mavx2", "-mfma", "-ffast-math"]
+    },
+    {
       "target_name": "mdt_native",
       "sources": ["addon.cc"],
-      "dependencies": ["kernel_avx2", "kernel_avx512"],
+      "dependencies": ["kernel_avx2", "kernel_avx512", "pointwise_avx2"],
       "cflags": ["-O3"],
-      "libraries": ["-pthread"],
+      "libraries": ["-pthread", "-lmvec"],
       "ldflags": ["-pthread"]
     }
   ]

@@ -108,12 +108,17 @@ export type BackendChoice = BackendName | 'auto';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', ...BACKEND_NAMES];
 
 export function backendOption(): Option {
-  return option('--backend <name>', 'tfjs backend (auto: tensorflow > wasm > cpu, or MDT_BACKEND)', { default: 'auto', choices: BACKEND_CHOICES });
+  return option('--backend <name>', 'tfjs backend (auto: tensorflow > webgpu on a GPU > wasm > cpu, or MDT_BACKEND)', { default: 'auto', choices: BACKEND_CHOICES });
 }
 
-/** Starts the backend before any tensor exists, with the kernels wasm lacks. */
+/**
+ * Starts the backend before any tensor exists, with the kernels wasm lacks. A backend that
+ * starts but will be slow (tfjs-node-gpu on the CPU, a software WebGPU adapter) says so on stderr.
+ */
 export async function startBackend(prefer: BackendChoice): Promise<BackendInfo> {
-  return startRuntime(prefer);
+  const info = await startRuntime(prefer);
+  if (typeof info.detail.warning === 'string') console.warn(`warning: backend ${info.name}: ${info.detail.warning}`);
+  return info;
 }
 
 /** A file or folder name from free text: letters, digits, '.', '_', '-'. */

@@ -160,7 +160,7 @@ export async function trainRun(o: TrainRunOptions, data: TrainData, hooks: Train
   for (let step = start; step < o.steps; step++) {
     const batch = batchAt(ds, dataKey, step, o.batchSize, { flip: o.flip });
     const x0 = tf.tensor4d(batch.images, [o.batchSize, config.inChannels, config.inputSize, config.inputSize]);
-    const l = trainer.step(x0, batch.labels, foldIn(stepKey, step));
+    const l = await trainer.step(x0, batch.labels, foldIn(stepKey, step));
     x0.dispose();
     losses.push(l);
     const done = step + 1;
