@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
 import { FLAT_CONCAT, FLAT_SPLIT } from '../dsl/kernels.ts';
-import { adamwUpdate, adanUpdate, emaUpdate } from '../dsl/fused.ts';
+import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList } from '../dsl/fused.ts';
 
 export type OptimizerConfig =
   | { readonly kind: 'adamw'; readonly lr: number; readonly betas?: readonly [number, number]; readonly eps?: number; readonly weightDecay?: number }
@@ -192,12 +192,22 @@ function adamw(cfg: Extract<OptimizerConfig, { kind: 'adamw' }>): Optimizer {
       const bc2Sqrt = Math.sqrt(1 - b2 ** step);
       const layout = gradLayout(params, grads);
       const slots = store.prepare(layout);
+      const h = { lr: cfg.lr, b1, b2, eps, wd, bc1, bc2Sqrt };
       layout.forEach((chunk, k) => tf.tidy(() => {
-        const g = takeGradients(chunk, grads);
-        const p = flatten(chunk, (path) => params.get(path)!);
         const m = slots.get('exp_avg')![k]!;
         const v = slots.get('exp_avg_sq')![k]!;
-        const [p1, m1, v1] = adamwUpdate(p, g, m, v, { lr: cfg.lr, b1, b2, eps, wd, bc1, bc2Sqrt });
+        // Where the backend updates lists in place of flat vectors, nothing is copied.
+        const gs = chunk.paths.map((path) => grads.get(path)!);
+        const listed = adamwUpdateList(chunk.paths.map((path) => params.get(path)!), gs, m, v, h);
+        if (listed !== null) {
+          chunk.paths.forEach((path, i) => params.get(path)!.assign(listed[i]!));
+          m.assign(listed[chunk.paths.length]!);
+          v.assign(listed[chunk.paths.length + 1]!);
+          tf.dispose(gs);
+          return;
+        }
+        const g = takeGradients(chunk, grads);
+        const [p1, m1, v1] = adamwUpdate(flatten(chunk, (path) => params.get(path)!), g, m, v, h);
         m.assign(m1);
         v.assign(v1);
         scatter(chunk, p1, params);
@@ -273,8 +283,9 @@ export function createEma(params: ReadonlyMap<string, tf.Tensor>, decay: number)
       for (const p of params.keys()) if (!current.has(p)) throw new Error(`EMA update: no current value for ${p}`);
       for (const chunk of layout) {
         tf.tidy(() => {
-          const e = flatten(chunk, (p) => ema.get(p)!);
-          scatter(chunk, emaUpdate(e, flatten(chunk, (p) => current.get(p)!), decay), ema);
+          const listed = emaUpdateList(chunk.paths.map((p) => ema.get(p)!), chunk.paths.map((p) => current.get(p)!), decay);
+          if (listed !== null) chunk.paths.forEach((p, i) => ema.get(p)!.assign(listed[i]!));
+          else scatter(chunk, emaUpdate(flatten(chunk, (p) => ema.get(p)!), flatten(chunk, (p) => current.get(p)!), decay), ema);
         });
       }
     },

@@ -16,8 +16,10 @@ export const FUSED = {
   softmaxBias: 'MdtSoftmaxBias',
   softmaxGrad: 'MdtSoftmaxGrad',
   adamw: 'MdtAdamW',
+  adamwList: 'MdtAdamWList',
   adan: 'MdtAdan',
   ema: 'MdtEma',
+  emaList: 'MdtEmaList',
 } as const;
 
 function hasKernel(name: string): boolean {
@@ -141,6 +143,28 @@ export function adamwUpdate(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tens
   const decayed = h.wd === 0 ? p : tf.mul(p, 1 - h.lr * h.wd);
   const denom = tf.add(tf.div(tf.sqrt(v1), h.bc2Sqrt), h.eps);
   return [tf.sub(decayed, tf.mul(tf.div(m1, denom), h.lr / h.bc1)), m1, v1];
+}
+
+const listInputs = (lists: Record<string, readonly tf.Tensor[]>, rest: tf.NamedTensorMap = {}): tf.NamedTensorMap => ({
+  ...Object.fromEntries(Object.entries(lists).flatMap(([k, ts]) => ts.map((t, i) => [`${k}${i}`, t]))),
+  ...rest,
+});
+
+/**
+ * adamwUpdate on a chunk of parameters and their gradients as they are (lists, no flat copies)
+ * with the chunk's flat slots m, v (their elements in list order): the parameters' new
+ * values, then m', v'. Null where the backend has no such kernel: the caller flattens.
+ */
+export function adamwUpdateList(ps: readonly tf.Tensor[], gs: readonly tf.Tensor[], m: tf.Tensor, v: tf.Tensor, h: AdamWHyper): tf.Tensor[] | null {
+  if (!hasKernel(FUSED.adamwList)) return null;
+  return run(FUSED.adamwList, listInputs({ p: ps, g: gs }, { m, v }), { ...h, n: ps.length }) as tf.Tensor[];
+}
+
+/** emaUpdate on lists of EMA values and parameters; null where the backend has no such kernel. */
+export function emaUpdateList(es: readonly tf.Tensor[], ps: readonly tf.Tensor[], decay: number): tf.Tensor[] | null {
+  if (!hasKernel(FUSED.emaList)) return null;
+  const out = run(FUSED.emaList, listInputs({ e: es, p: ps }), { decay, n: es.length });
+  return Array.isArray(out) ? out : [out];
 }
 
 /** Adan's constants for one step: bc_i = 1 − b_i^t; `first` is 1 at the first step, when the previous gradient is the current one. */

@@ -294,6 +294,39 @@ function fusedKernels(addon: Addon): tf.KernelConfig[] {
     })(args);
   };
   const ema = flatUpdate(FUSED.ema, ['e', 'p'], 1, ['decay'], ([e, p, out], h) => addon.ema(e!, p!, out!, h));
+  // The list forms: one native pass per parameter, writing its slice of the flat slots.
+  const adamwList: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const ins = inputs as Record<string, tf.TensorInfo>;
+    const a = attrs as unknown as Record<string, number>;
+    const n = a.n!;
+    const ps = Array.from({ length: n }, (_, i) => ins[`p${i}`]!);
+    const gs = Array.from({ length: n }, (_, i) => ins[`g${i}`]!);
+    checkFloat(FUSED.adamwList, { ...Object.fromEntries(ps.map((t, i) => [`p${i}`, t])), ...Object.fromEntries(gs.map((t, i) => [`g${i}`, t])), m: ins.m, v: ins.v });
+    const w = wasmOf(backend);
+    const outs = [...ps.map((p) => w.makeOutput(p.shape, 'float32')), w.makeOutput(ins.m!.shape, 'float32'), w.makeOutput(ins.v!.shape, 'float32')];
+    const h = Float64Array.from(['lr', 'b1', 'b2', 'eps', 'wd', 'bc1', 'bc2Sqrt'], (k) => a[k]!);
+    const [m, v, m1, v1] = [f32(w, ins.m!), f32(w, ins.v!), f32(w, outs[n]!), f32(w, outs[n + 1]!)];
+    let at = 0;
+    ps.forEach((p, i) => {
+      const [pv, gv, p1] = [f32(w, p), f32(w, gs[i]!), f32(w, outs[i]!)];
+      const end = at + pv.length;
+      addon.adamw(pv, gv, m.subarray(at, end), v.subarray(at, end), p1, m1.subarray(at, end), v1.subarray(at, end), h);
+      at = end;
+    });
+    if (at !== m.length) throw new Error(`${FUSED.adamwList} (native): the parameters hold ${at} values, the slots ${m.length}`);
+    return outs;
+  };
+  const emaList: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const ins = inputs as Record<string, tf.TensorInfo>;
+    const { n, decay } = attrs as unknown as { n: number; decay: number };
+    const w = wasmOf(backend);
+    const es = Array.from({ length: n }, (_, i) => ins[`e${i}`]!);
+    checkFloat(FUSED.emaList, Object.fromEntries(es.map((t, i) => [`e${i}`, t])));
+    const outs = es.map((e) => w.makeOutput(e.shape, 'float32'));
+    const h = Float64Array.of(decay);
+    es.forEach((e, i) => addon.ema(f32(w, e), f32(w, ins[`p${i}`]!), f32(w, outs[i]!), h));
+    return outs;
+  };
   const softmaxBias: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const { x, bias } = inputs as { x: tf.TensorInfo; bias?: tf.TensorInfo };
     checkFloat(FUSED.softmaxBias, { x, bias });
@@ -315,6 +348,8 @@ function fusedKernels(addon: Addon): tf.KernelConfig[] {
     { kernelName: FUSED.softmaxBias, backendName: 'wasm', kernelFunc: softmaxBias },
     { kernelName: FUSED.softmaxGrad, backendName: 'wasm', kernelFunc: softmaxGrad },
     { kernelName: FUSED.adamw, backendName: 'wasm', kernelFunc: adamw },
+    { kernelName: FUSED.adamwList, backendName: 'wasm', kernelFunc: adamwList },
+    { kernelName: FUSED.emaList, backendName: 'wasm', kernelFunc: emaList },
     { kernelName: FUSED.adan, backendName: 'wasm', kernelFunc: adan },
     { kernelName: FUSED.ema, backendName: 'wasm', kernelFunc: ema },
     { kernelName: FUSED.gelu, backendName: 'wasm', kernelFunc: gelu },

@@ -14,7 +14,7 @@ import { initBackend } from '../dsl/backend.ts';
 import { registerMissingKernels } from '../dsl/kernels.ts';
 import { disableNativeKernels, enableNativeKernels, nativeKernelsStatus, nativeMatMul } from '../dsl/native.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
-import { adamwUpdate, adanUpdate, emaUpdate, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../dsl/fused.ts';
+import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../dsl/fused.ts';
 
 await initBackend({ prefer: 'wasm' });
 registerMissingKernels();
@@ -222,6 +222,26 @@ test('the fused kernels (GELU, LayerNorm + modulate, softmax, AdamW, Adan, EMA),
   for (const name of Object.values(FUSED)) assert.ok(tf.getKernel(name, 'wasm') !== undefined, `${name} is not registered on wasm`);
   const fused = run();
   fused.forEach((v, i) => assertClose(v, ops[i]!, `output ${i}`));
+});
+
+test('the list forms of AdamW and EMA update each parameter as the flat forms do', { skip }, () => {
+  assert.ok(enableNativeKernels({ threads: 2 }).enabled);
+  const shapes = [[3, 4], [40000], [7]];
+  const ps = shapes.map((sh, i) => tf.reshape(tf.tensor1d(normal(keyFromSeed(40 + i), sh.reduce((a, b) => a * b, 1))), sh));
+  const gs = shapes.map((sh, i) => tf.reshape(tf.tensor1d(normal(keyFromSeed(50 + i), sh.reduce((a, b) => a * b, 1))), sh));
+  const flat = (ts: tf.Tensor[]) => tf.concat(ts.map((t) => tf.reshape(t, [-1])));
+  const total = ps.reduce((a, t) => a + t.size, 0);
+  const [m, v] = [tf.tensor1d(normal(keyFromSeed(60), total)), tf.square(tf.tensor1d(normal(keyFromSeed(61), total)))];
+  const h = { lr: 1e-2, b1: 0.9, b2: 0.999, eps: 1e-8, wd: 0.05, bc1: 0.19, bc2Sqrt: 0.044 };
+  const listed = adamwUpdateList(ps, gs, m, v, h)!;
+  const whole = adamwUpdate(flat(ps), flat(gs), m, v, h);
+  assertClose(flat(listed.slice(0, 3)).dataSync() as Float32Array, whole[0].dataSync() as Float32Array, 'parameters');
+  assertClose(listed[3]!.dataSync() as Float32Array, whole[1].dataSync() as Float32Array, 'm');
+  assertClose(listed[4]!.dataSync() as Float32Array, whole[2].dataSync() as Float32Array, 'v');
+  listed.slice(0, 3).forEach((t, i) => assert.deepEqual(t.shape, shapes[i]));
+  const ema = emaUpdateList(ps, gs, 0.9)!;
+  assertClose(flat(ema).dataSync() as Float32Array, emaUpdate(flat(ps), flat(gs), 0.9).dataSync() as Float32Array, 'ema');
+  tf.dispose([...ps, ...gs, m, v, ...listed, ...whole, ...ema]);
 });
 
 test('MDT_NATIVE=0 keeps the wasm kernel, other values are refused', { skip }, () => {
