@@ -16,6 +16,8 @@ export interface BenchConfig {
    * targets (2-core AMD Zen 3, Debian's PyTorch 1.13 + OpenBLAS), in ms.
    */
   readonly pytorchIssueMs?: number;
+  /** Its item in a bench/pytorch/bench_step.py record (the port of the official code, run here). */
+  readonly pytorchItem?: string;
 }
 
 export const BENCH_CONFIGS: Readonly<Record<'tiny' | 's2' | 'dit-s2' | 'main', BenchConfig>> = {
@@ -25,9 +27,9 @@ export const BENCH_CONFIGS: Readonly<Record<'tiny' | 's2' | 'dit-s2' | 'main', B
     config: namedConfig('MDT-S/2', { inputSize: 8, depth: 4, hiddenSize: 64, numHeads: 4, numClasses: 10 }),
     batch: 8,
   },
-  s2: { name: 'MDT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('MDT-S/2'), batch: 8, pytorchIssueMs: 13_500 },
+  s2: { name: 'MDT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('MDT-S/2'), batch: 8, pytorchIssueMs: 13_500, pytorchItem: 'mdt_s2_train_step' },
   // DiT-S/2 with the same settings: what an MDT step should cost at most 1.8× of.
-  'dit-s2': { name: 'DiT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('DiT-S/2'), batch: 8, pytorchIssueMs: 6_650 },
+  'dit-s2': { name: 'DiT-S/2 (32×32×4, 256 tok, b8)', config: namedConfig('DiT-S/2'), batch: 8, pytorchIssueMs: 6_650, pytorchItem: 'dit_s2_train_step' },
   // The main job: pixel-space Fashion-MNIST padded to 32×32, patch 4 → 64 tokens.
   main: {
     name: 'main job (MDT d6 D128, 64 tok, b32)',

@@ -17,7 +17,7 @@
 // is recorded because other processes on the machine skew wall times.
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -97,13 +97,35 @@ const f0 = (v: number) => v.toFixed(0);
 
 const fx = (v: number) => `${v.toFixed(2)}×`;
 
-function table(rows: readonly ChildResult[]): string {
-  const head = ['config', 'backend', 'train ms/step', '÷ PyTorch (issue)', 'cpu ms', 'GFLOP/s', 'kernels', 'tensors', 'RSS MB', 'masked/full (FLOPs)', 'sample ms/step', 'GFLOP/s', '250 steps s'];
+/** The newest bench/pytorch record in bench/results (pytorch-*.json), if any. */
+interface TorchRecord {
+  readonly file: string;
+  readonly date: string;
+  readonly results: Record<string, { median_ms: number }>;
+}
+
+function latestTorchRecord(dir: string): TorchRecord | null {
+  if (!existsSync(dir)) return null;
+  const records = readdirSync(dir)
+    .filter((f) => /^pytorch-.*\.json$/.test(f))
+    .map((file) => ({ file, ...(JSON.parse(readFileSync(join(dir, file), 'utf8')) as Omit<TorchRecord, 'file'>) }))
+    .sort((a, b) => a.date.localeCompare(b.date));
+  return records.at(-1) ?? null;
+}
+
+function torchHereMs(torch: TorchRecord | null, key: BenchConfigName): number | undefined {
+  const item = BENCH_CONFIGS[key].pytorchItem;
+  return item === undefined ? undefined : torch?.results[item]?.median_ms;
+}
+
+function table(rows: readonly ChildResult[], torch: TorchRecord | null): string {
+  const head = ['config', 'backend', 'train ms/step', '÷ PyTorch (issue)', '÷ PyTorch (here)', 'cpu ms', 'GFLOP/s', 'kernels', 'tensors', 'RSS MB', 'masked/full (FLOPs)', 'sample ms/step', 'GFLOP/s', '250 steps s'];
   const body = rows.map((r) => {
-    const torch = BENCH_CONFIGS[r.key].pytorchIssueMs;
+    const issue = BENCH_CONFIGS[r.key].pytorchIssueMs;
+    const here = torchHereMs(torch, r.key);
     return [
       r.key, backendLabel(r),
-      f0(r.trainMs.wallMs), torch === undefined ? '–' : fx(r.trainMs.wallMs / torch), f0(r.trainMs.cpuMs), f1(r.trainGflops), String(r.kernelsPerStep), `${r.liveTensors}${r.tensorGrowth ? ` (+${r.tensorGrowth})` : ''}`,
+      f0(r.trainMs.wallMs), issue === undefined ? '–' : fx(r.trainMs.wallMs / issue), here === undefined ? '–' : fx(r.trainMs.wallMs / here), f0(r.trainMs.cpuMs), f1(r.trainGflops), String(r.kernelsPerStep), `${r.liveTensors}${r.tensorGrowth ? ` (+${r.tensorGrowth})` : ''}`,
       f0(r.peakRssMb), r.maskedBranchMs === null ? '–' : `${(r.maskedBranchMs.wallMs / r.fullBranchMs.wallMs).toFixed(2)} (${r.flopRatio.toFixed(2)})`, f1(r.sampleStepMs.wallMs), f1(r.sampleGflops), f0(r.sample250s),
     ];
   });
@@ -122,13 +144,15 @@ function backendLabel(r: ChildResult): string {
  * The issue's target: an MDT step (both branches) should cost at most 1.8× a DiT step of the
  * same size; the official code's costs 13.5 s / 6.65 s = 2.03×.
  */
-function mdtOverDit(rows: readonly ChildResult[]): string[] {
-  const torch = BENCH_CONFIGS.s2.pytorchIssueMs! / BENCH_CONFIGS['dit-s2'].pytorchIssueMs!;
+function mdtOverDit(rows: readonly ChildResult[], torch: TorchRecord | null): string[] {
+  const issue = BENCH_CONFIGS.s2.pytorchIssueMs! / BENCH_CONFIGS['dit-s2'].pytorchIssueMs!;
+  const [mdtHere, ditHere] = [torchHereMs(torch, 's2'), torchHereMs(torch, 'dit-s2')];
+  const here = mdtHere !== undefined && ditHere !== undefined ? `, PyTorch here ${fx(mdtHere / ditHere)}` : '';
   return [...new Set(rows.map((r) => r.variant))].flatMap((v) => {
     const mdt = rows.find((r) => r.variant === v && r.key === 's2');
     const dit = rows.find((r) => r.variant === v && r.key === 'dit-s2');
     if (mdt === undefined || dit === undefined) return [];
-    return [`MDT-S/2 ÷ DiT-S/2 train step on ${v}: ${fx(mdt.trainMs.wallMs / dit.trainMs.wallMs)} (official PyTorch ${fx(torch)}; target ≤ 1.80×)`];
+    return [`MDT-S/2 ÷ DiT-S/2 train step on ${v}: ${fx(mdt.trainMs.wallMs / dit.trainMs.wallMs)} (official PyTorch in the issue ${fx(issue)}${here}; target ≤ 1.80×)`];
   });
 }
 
@@ -186,18 +210,23 @@ async function main(): Promise<void> {
     }
   }
   console.log(`\n${mode} mode: medians of ${configs.map((c) => `${c} ${COUNTS[mode][c as BenchConfigName].steps}`).join(', ')} train steps; sampling ${configs.map((c) => `${c} ${COUNTS[mode][c as BenchConfigName].sampleSteps}`).join(', ')} respaced DDPM steps with CFG on 8 images (16 rows), scaled to 250`);
-  console.log(table(rows));
-  for (const l of mdtOverDit(rows)) console.log(l);
+  const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+  const torch = latestTorchRecord(resultsDir);
+  console.log(table(rows, torch));
+  for (const l of mdtOverDit(rows, torch)) console.log(l);
+  console.log(torch === null
+    ? 'PyTorch here: no bench/results/pytorch-*.json (run bench/pytorch/bench_step.py, see its README)'
+    : `PyTorch here: ${torch.file} (${torch.date}), the spec-faithful port in bench/pytorch checked against the official fixtures`);
   console.log(`load average ${load0.map((l) => l.toFixed(2)).join(' ')} at start, ${loadavg().map((l) => l.toFixed(2)).join(' ')} at end; ${((performance.now() - started) / 1000).toFixed(0)} s`);
   if (!values['no-write']) {
-    const dir = join(dirname(fileURLToPath(import.meta.url)), 'results');
-    mkdirSync(dir, { recursive: true });
-    const path = resultPath(dir);
+    mkdirSync(resultsDir, { recursive: true });
+    const path = resultPath(resultsDir);
     const record = {
       date: new Date().toISOString(),
       mode,
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version, tfjs: tf.version_core, loadavgStart: load0, loadavgEnd: loadavg() },
       results: rows.map(({ trainSamples, ...r }) => ({ ...r, trainWallMs: trainSamples.map((t) => Math.round(t.wallMs)) })),
+      pytorchHere: torch === null ? null : { file: torch.file, date: torch.date },
     };
     await writeFileAtomic(path, `${JSON.stringify(record, null, 1)}\n`);
     console.log(`wrote ${path}`);
