@@ -3,7 +3,7 @@
 // Training step (full + masked branch, AdamW, EMA) and DDPM sampling with CFG for the tiny
 // MDT, the main job's pixel MDT, MDT-S/2 and DiT-S/2 at batch 8, on every backend present:
 // the threaded wasm build, single-thread wasm, each with the native product kernels when they
-// are built (dsl/native.ts; the runtime's default), the cpu backend (tiny config only, it runs
+// are built (dsl/native.ts; wasm-1-native is the runtime's default), the cpu backend (tiny config only, it runs
 // ~0.6 GFLOP/s), and webgpu when its packages and an adapter are there (not the S/2 configs
 // on a software adapter). A measurement, not a test: it prints a table, the MDT/DiT step-cost
 // ratio and each S/2 step's ratio to the official PyTorch time the perf issue measured, and
@@ -32,7 +32,8 @@ import { BENCH_CONFIGS, isBenchConfigName, trainFixture, type BenchConfigName } 
 import { measureConfig, type ConfigResult, type Counts } from './measure.ts';
 
 const THREADS = Math.min(availableParallelism(), WASM_MAX_THREADS);
-// `native`: BatchMatMul on the native addon (dsl/native.ts), as compile/runtime.ts starts it when built.
+// `native`: products and fused kernels on the native addon (dsl/native.ts); compile/runtime.ts
+// starts wasm-1-native when the addon is built, wasm-threads when it is not.
 const VARIANTS = {
   'wasm-threads': { backend: 'wasm', threads: THREADS, native: false },
   'wasm-1': { backend: 'wasm', threads: 1, native: false },
@@ -202,7 +203,7 @@ async function main(): Promise<void> {
       if (v === 'cpu' && name !== 'tiny') continue;
       const large = name === 's2' || name === 'dit-s2';
       // S/2 steps take ~10-40 s on wasm: quick mode runs them on single-thread wasm and the default runtime only.
-      if (mode === 'quick' && large && v !== 'wasm-1' && v !== 'webgpu' && v !== (nativeBuilt ? 'wasm-native' : 'wasm-threads')) continue;
+      if (mode === 'quick' && large && v !== 'wasm-1' && v !== 'webgpu' && v !== (nativeBuilt ? 'wasm-1-native' : 'wasm-threads')) continue;
       // A software adapter (lavapipe) runs ~1.5 GFLOP/s: an S/2 step would take minutes.
       if (v === 'webgpu' && large && gpu?.ok === true && gpu.detail.software === true) continue;
       process.stderr.write(`bench (${mode}): ${name} on ${v} …\n`);

@@ -22,6 +22,11 @@ export interface InitOptions {
   prefer?: BackendName | 'auto';
   /** wasm threads; defaults to MDT_WASM_THREADS, then to the available cores (at most 8; see resolveThreads). */
   threads?: number;
+  /**
+   * The thread count when neither `threads` nor MDT_WASM_THREADS sets one (default: the
+   * available cores, at most 8); compile/runtime.ts passes 1 when the native kernels will run.
+   */
+  defaultThreads?: number;
 }
 
 const AUTO_ORDER: readonly BackendName[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
@@ -83,25 +88,26 @@ function resolvePreference(prefer: unknown): { want: BackendName | 'auto'; sourc
 }
 
 /**
- * The default is every available core (at most 8): threads are on because the products of the
- * models this project trains gain from them when wasm computes them. Measured on its 2-core
- * machine (npm run bench; training step with both branches, AdamW and EMA; results are bitwise
- * the same for any thread count): with both cores free, 2 threads take the main job (pixel
- * MDT, 64 tokens, D 128, batch 32) from 2.3 s to 1.7 s and MDT-S/2 at batch 8 from ~33 s to
- * ~18 s.
+ * Without the native kernels the default is every available core (at most 8): the products
+ * of the models this project trains gain from threads when wasm computes them. Measured on its
+ * 2-core machine (npm run bench; training step with both branches, AdamW and EMA; results are
+ * bitwise the same for any thread count): with both cores free, 2 threads take the main job
+ * (pixel MDT, 64 tokens, D 128, batch 32) from 2.6 s to 1.9 s and MDT-S/2 at batch 8 from
+ * ~33 s to ~18 s.
  *
- * The rule for 1 thread (MDT_WASM_THREADS=1):
- * - when the native product kernels run (dsl/native.ts, compile/runtime.ts): they bring their
- *   own thread pool, and a wasm pool only parallelises the elementwise rest while contending
- *   with it — main job 0.69 s on 1 wasm thread vs 0.75 s on 2, MDT-S/2 5.5 s vs 5.4 s;
+ * 1 thread is better:
+ * - when the native kernels run (dsl/native.ts): they do the products and the heavy pointwise
+ *   work on their own pool, and a wasm pool only contends with it — main job 535 ms on 1 wasm
+ *   thread vs 608 ms on 2, tiny 55 vs 78 ms, MDT-S/2 the same; compile/runtime.ts therefore
+ *   asks for 1 (defaultThreads) when the addon is there;
  * - a model whose ops are tiny (the 16-token test configs, ~0.3 GFLOP per step), where
  *   XNNPACK's per-op dispatch to the pool costs more than it saves (~90 → ~160 ms per step);
  * - a machine where other processes keep a core busy: the caller waits at every op for a
  *   worker that is descheduled (the main job then takes ~20% longer on 2 threads than on 1).
- * The pool size is fixed when the backend starts, before any model exists and before the
- * native kernels are switched on, so the default cannot follow either.
+ * The pool size is fixed when the backend starts, before any model exists, so the default
+ * cannot follow the model's size.
  */
-function resolveThreads(threads: unknown): { threads: number; source: string } {
+function resolveThreads(threads: unknown, defaultThreads?: number): { threads: number; source: string } {
   const check = (v: unknown, source: string, given: string) => {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > WASM_MAX_THREADS) {
       throw new Error(
@@ -113,6 +119,7 @@ function resolveThreads(threads: unknown): { threads: number; source: string } {
   if (threads !== undefined) return check(threads, 'threads', JSON.stringify(threads));
   const env = process.env.MDT_WASM_THREADS?.trim();
   if (env !== undefined && env !== '') return check(Number(env), 'MDT_WASM_THREADS', JSON.stringify(env));
+  if (defaultThreads !== undefined) return { ...check(defaultThreads, 'defaultThreads', JSON.stringify(defaultThreads)), source: 'default' };
   return { threads: Math.min(availableParallelism(), WASM_MAX_THREADS), source: 'default' };
 }
 
@@ -279,7 +286,7 @@ export async function availableBackends(): Promise<BackendName[]> {
 
 async function select(opts: InitOptions): Promise<BackendInfo> {
   const { want, source } = resolvePreference(opts.prefer);
-  const threads = resolveThreads(opts.threads);
+  const threads = resolveThreads(opts.threads, opts.defaultThreads);
   if (want !== 'auto') {
     try {
       return await start(want, threads, source);

@@ -2,7 +2,7 @@
 // a CUDA/cuDNN mismatch shows up as such instead of as a silent CPU fallback.
 
 import * as tf from '@tensorflow/tfjs';
-import { enableNativeKernels } from './native.ts';
+import { enableNativeKernels, wasmThreadDefault } from './native.ts';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { availableParallelism, cpus, release } from 'node:os';
@@ -171,7 +171,7 @@ async function liveSection(): Promise<string[]> {
   let info = currentBackend();
   if (info === null) {
     try {
-      info = await initBackend();
+      info = await initBackend(wasmThreadDefault());
     } catch (e) {
       return [`Live backend: none could start: ${e instanceof Error ? e.message : String(e)}`];
     }

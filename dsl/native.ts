@@ -411,6 +411,14 @@ export function enableNativeKernels(opts: NativeOptions = {}): NativeStatus {
   return nativeKernelsStatus();
 }
 
+/**
+ * The wasm thread default when the native kernels will run: 1, since a second wasm thread only
+ * contends with the addon's pool (dsl/backend.ts has the figures). Asked before wasm starts.
+ */
+export function wasmThreadDefault(): { defaultThreads?: number } {
+  return process.env.MDT_NATIVE?.trim() !== '0' && load().ok ? { defaultThreads: 1 } : {};
+}
+
 /** Puts the wasm backend's own BatchMatMul back. */
 export function disableNativeKernels(): void {
   if (wasmBatchMatMul === null) return;
