@@ -230,22 +230,19 @@ function checkFloat(name: string, inputs: Record<string, tf.TensorInfo | undefin
 /** The fused kernels of dsl/fused.ts, on the wasm heap (heap views are taken after every makeOutput, which may grow the heap). */
 function fusedKernels(addon: Addon): tf.KernelConfig[] {
   const wasmOf = (b: unknown) => b as WasmBackendLike;
-  const gelu: tf.KernelFunc = ({ inputs, backend }) => {
-    const { x } = inputs as { x: tf.TensorInfo };
-    checkFloat(FUSED.gelu, { x });
-    const w = wasmOf(backend);
-    const out = w.makeOutput(x.shape, 'float32');
-    addon.gelu(f32(w, x), f32(w, out));
-    return out;
-  };
-  const geluGrad: tf.KernelFunc = ({ inputs, backend }) => {
-    const { dy, x } = inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
-    checkFloat(FUSED.geluGrad, { dy, x });
-    const w = wasmOf(backend);
-    const out = w.makeOutput(x.shape, 'float32');
-    addon.geluGrad(f32(w, dy), f32(w, x), f32(w, out));
-    return out;
-  };
+  /** A kernel with float32 inputs `names` and one output shaped like the first; `call` gets the heap views, output last. */
+  const sameShape = (name: string, names: readonly string[], call: (views: Float32Array[], shape: number[]) => void): tf.KernelFunc =>
+    ({ inputs, backend }) => {
+      const ins = names.map((n) => (inputs as Record<string, tf.TensorInfo>)[n]!);
+      checkFloat(name, Object.fromEntries(names.map((n, i) => [n, ins[i]])));
+      const w = wasmOf(backend);
+      const out = w.makeOutput(ins[0]!.shape, 'float32');
+      call([...ins, out].map((t) => f32(w, t)), ins[0]!.shape);
+      return out;
+    };
+  const gelu = sameShape(FUSED.gelu, ['x'], ([x, y]) => addon.gelu(x!, y!));
+  const geluGrad = sameShape(FUSED.geluGrad, ['x', 'dy'], ([x, dy, dx]) => addon.geluGrad(dy!, x!, dx!));
+  const softmaxGrad = sameShape(FUSED.softmaxGrad, ['p', 'dp'], ([p, dp, dx], shape) => addon.softmaxGrad(p!, dp!, dx!, shape.at(-1)!));
   const lnModulate: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const { x, shift, scale } = inputs as { x: tf.TensorInfo; shift: tf.TensorInfo; scale: tf.TensorInfo };
     checkFloat(FUSED.lnModulate, { x, shift, scale });
@@ -334,14 +331,6 @@ function fusedKernels(addon: Addon): tf.KernelConfig[] {
     const out = w.makeOutput(x.shape, 'float32');
     const heads = (attrs as unknown as { heads: number }).heads;
     addon.softmaxBias(f32(w, x), bias === undefined ? null : f32(w, bias), f32(w, out), x.shape[2]!, heads, bias?.shape[0] ?? 1);
-    return out;
-  };
-  const softmaxGrad: tf.KernelFunc = ({ inputs, backend }) => {
-    const { p, dp } = inputs as { p: tf.TensorInfo; dp: tf.TensorInfo };
-    checkFloat(FUSED.softmaxGrad, { p, dp });
-    const w = wasmOf(backend);
-    const out = w.makeOutput(p.shape, 'float32');
-    addon.softmaxGrad(f32(w, p), f32(w, dp), f32(w, out), p.shape[p.shape.length - 1]!);
     return out;
   };
   return [

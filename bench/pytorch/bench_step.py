@@ -273,22 +273,20 @@ def main():
         print(f"  {label:<52} {res['median_ms']:10.1f} ms  (samples {res['samples_ms']}, "
               f"load {res['loadavg_after'][0]})", flush=True)
 
+    def train_item(key, label, make_model, mdt):
+        print(f"{label} ...", flush=True)
+        model = make_model()
+        loop = TrainLoop(model, create_diffusion(""), B, mdt=mdt)
+        r = timed(loop.step, steps, warmup)
+        r["params"] = sum(p.numel() for p in model.parameters())
+        record(key, label, r)
+
     if "a" in only:
-        print("(a) MDT-S/2 training step ...", flush=True)
-        model = MDT_S_2(num_classes=1000, learn_sigma=True, mask_ratio=0.3, decode_layer=2)
-        loop = TrainLoop(model, create_diffusion(""), B, mdt=True)
-        r = timed(loop.step, steps, warmup)
-        r["params"] = sum(p.numel() for p in model.parameters())
-        record("mdt_s2_train_step", f"(a) MDT-S/2 train step b{B} (full+masked, AdamW, EMA)", r)
-        del model, loop
+        train_item("mdt_s2_train_step", f"(a) MDT-S/2 train step b{B} (full+masked, AdamW, EMA)",
+                   lambda: MDT_S_2(num_classes=1000, learn_sigma=True, mask_ratio=0.3, decode_layer=2), mdt=True)
     if "b" in only:
-        print("(b) DiT-S/2 training step ...", flush=True)
-        model = DiT_S_2(num_classes=1000, learn_sigma=True)
-        loop = TrainLoop(model, create_diffusion(""), B, mdt=False)
-        r = timed(loop.step, steps, warmup)
-        r["params"] = sum(p.numel() for p in model.parameters())
-        record("dit_s2_train_step", f"(b) DiT-S/2 train step b{B} (AdamW, EMA)", r)
-        del model, loop
+        train_item("dit_s2_train_step", f"(b) DiT-S/2 train step b{B} (AdamW, EMA)",
+                   lambda: DiT_S_2(num_classes=1000, learn_sigma=True), mdt=False)
     if "c" in only:
         print("(c) MDT-S/2 sampling forward ...", flush=True)
         model = MDT_S_2(num_classes=1000, learn_sigma=True, mask_ratio=0.3, decode_layer=2).eval()

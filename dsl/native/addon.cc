@@ -401,14 +401,32 @@ napi_value NoKernel(napi_env env, const char* name) {
   return Throw(env, std::string("native ") + name + ": this CPU has no supported kernel (needs AVX2 and FMA)");
 }
 
+// A kernel call's arguments (at most 12), the first ones read as Float32Arrays.
+struct Call {
+  size_t argc = 12;
+  napi_value argv[12];
+  Floats f[11];
+};
+
+// Starts a kernel call: needs the AVX2 kernels, reads the arguments, and checks the first
+// `floats` as Float32Arrays (null allowed at the bits of `optional`); false once it has thrown.
+bool Begin(napi_env env, napi_callback_info info, const char* name, size_t floats, Call* c, uint32_t optional = 0) {
+  if (kernel == nullptr) {
+    NoKernel(env, name);
+    return false;
+  }
+  if (napi_get_cb_info(env, info, &c->argc, c->argv, nullptr, nullptr) != napi_ok) {
+    Throw(env, std::string("native ") + name + ": could not read the arguments");
+    return false;
+  }
+  return FloatArgs(env, c->argv, c->argc, floats, name, c->f, optional);
+}
+
 // gelu(x, y) and geluGrad(dy, x, dx): GELU (tanh form) and its backward, elementwise.
 napi_value Gelu(napi_env env, napi_callback_info info) {
-  if (kernel == nullptr) return NoKernel(env, "gelu");
-  size_t argc = 2;
-  napi_value argv[2];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats f[2];
-  if (!FloatArgs(env, argv, argc, 2, "gelu", f)) return nullptr;
+  Call c;
+  if (!Begin(env, info, "gelu", 2, &c)) return nullptr;
+  Floats* f = c.f;
   if (f[0].length != f[1].length) return Throw(env, "native gelu: x has " + std::to_string(f[0].length) + " floats, y " + std::to_string(f[1].length));
   std::lock_guard<std::mutex> hold(busy);
   ParallelFor(static_cast<long>(f[0].length), kParallelFloats, [&](long b, long e) { mdt_gelu(f[0].data, f[1].data, b, e); });
@@ -416,12 +434,9 @@ napi_value Gelu(napi_env env, napi_callback_info info) {
 }
 
 napi_value GeluGrad(napi_env env, napi_callback_info info) {
-  if (kernel == nullptr) return NoKernel(env, "geluGrad");
-  size_t argc = 3;
-  napi_value argv[3];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats f[3];
-  if (!FloatArgs(env, argv, argc, 3, "geluGrad", f)) return nullptr;
+  Call c;
+  if (!Begin(env, info, "geluGrad", 3, &c)) return nullptr;
+  Floats* f = c.f;
   if (f[0].length != f[1].length || f[1].length != f[2].length)
     return Throw(env, "native geluGrad: dy, x and dx must have equal lengths, got " + std::to_string(f[0].length) + ", " +
                           std::to_string(f[1].length) + ", " + std::to_string(f[2].length));
@@ -453,12 +468,11 @@ bool Sized(napi_env env, const Floats& f, size_t want, const char* name, const c
 
 // lnModulate(x, shift, scale, z, mean, rstd, eps, L, D).
 napi_value LnModulate(napi_env env, napi_callback_info info) {
-  if (kernel == nullptr) return NoKernel(env, "lnModulate");
-  size_t argc = 9;
-  napi_value argv[9];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats f[6];
-  if (!FloatArgs(env, argv, argc, 6, "lnModulate", f)) return nullptr;
+  Call c;
+  if (!Begin(env, info, "lnModulate", 6, &c)) return nullptr;
+  const size_t argc = c.argc;
+  napi_value* argv = c.argv;
+  Floats* f = c.f;
   double eps;
   if (argc < 9 || napi_get_value_double(env, argv[6], &eps) != napi_ok) return Throw(env, "native lnModulate: eps must be a number");
   long l, d, groups;
@@ -477,12 +491,11 @@ napi_value LnModulate(napi_env env, napi_callback_info info) {
 
 // lnModulateGrad(dz, x, mean, rstd, scale, residual | null, dx, dshift, dscale, L, D).
 napi_value LnModulateGrad(napi_env env, napi_callback_info info) {
-  if (kernel == nullptr) return NoKernel(env, "lnModulateGrad");
-  size_t argc = 11;
-  napi_value argv[11];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats f[9];
-  if (!FloatArgs(env, argv, argc, 9, "lnModulateGrad", f, 1u << 5)) return nullptr;
+  Call c;
+  if (!Begin(env, info, "lnModulateGrad", 9, &c, 1u << 5)) return nullptr;
+  const size_t argc = c.argc;
+  napi_value* argv = c.argv;
+  Floats* f = c.f;
   long l, d, groups;
   if (argc < 11 || !Groups(env, argv, 9, f[1].length, "lnModulateGrad", &l, &d, &groups)) return argc < 11 ? Throw(env, "native lnModulateGrad: expected 11 arguments") : nullptr;
   const size_t n = f[1].length, gd = groups * d, rows = groups * l;
@@ -499,30 +512,41 @@ napi_value LnModulateGrad(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The arguments of gather and segmentSum: (src: Float32Array, rowLength > 0, index: Int32Array, out: Float32Array).
+struct RowArgs {
+  Floats src, out;
+  const int32_t* index = nullptr;
+  size_t count = 0;
+  long row = 0;
+};
+
+bool GetRowArgs(napi_env env, napi_callback_info info, const char* name, const char* src, RowArgs* a) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 4 || !GetFloats(env, argv[0], &a->src) ||
+      !GetLong(env, argv[1], &a->row) || a->row == 0 || !GetInts(env, argv[2], &a->index, &a->count) || !GetFloats(env, argv[3], &a->out)) {
+    Throw(env, std::string("native ") + name + ": expected (" + src + ": Float32Array, rowLength > 0, index: Int32Array, out: Float32Array)");
+    return false;
+  }
+  return true;
+}
+
 // gather(table, rowLength, index, out): out row i = table row index[i]; an index outside the
 // table is an error, as in tfjs.
 napi_value Gather(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats table, out;
-  const int32_t* index;
-  size_t count;
-  long row;
-  if (argc < 4 || !GetFloats(env, argv[0], &table) || !GetLong(env, argv[1], &row) || row == 0 || !GetInts(env, argv[2], &index, &count) ||
-      !GetFloats(env, argv[3], &out))
-    return Throw(env, "native gather: expected (table: Float32Array, rowLength > 0, index: Int32Array, out: Float32Array)");
-  const long rows = static_cast<long>(table.length) / row;
-  if (out.length != count * row) return Throw(env, "native gather: out holds " + std::to_string(out.length) + " floats, expected " + std::to_string(count * row));
-  for (size_t i = 0; i < count; ++i)
-    if (index[i] < 0 || index[i] >= rows)
-      return Throw(env, "native gather: index[" + std::to_string(i) + "] = " + std::to_string(index[i]) + " is outside the table's " + std::to_string(rows) + " rows");
+  RowArgs a;
+  if (!GetRowArgs(env, info, "gather", "table", &a)) return nullptr;
+  const long rows = static_cast<long>(a.src.length) / a.row;
+  if (a.out.length != a.count * a.row) return Throw(env, "native gather: out holds " + std::to_string(a.out.length) + " floats, expected " + std::to_string(a.count * a.row));
+  for (size_t i = 0; i < a.count; ++i)
+    if (a.index[i] < 0 || a.index[i] >= rows)
+      return Throw(env, "native gather: index[" + std::to_string(i) + "] = " + std::to_string(a.index[i]) + " is outside the table's " + std::to_string(rows) + " rows");
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor(static_cast<long>(count), std::max(1L, kParallelFloats / row), [&](long b, long e) {
-    if (row == 1) {
-      for (long i = b; i < e; ++i) out.data[i] = table.data[index[i]];
+  ParallelFor(static_cast<long>(a.count), std::max(1L, kParallelFloats / a.row), [&](long b, long e) {
+    if (a.row == 1) {
+      for (long i = b; i < e; ++i) a.out.data[i] = a.src.data[a.index[i]];
     } else {
-      for (long i = b; i < e; ++i) std::memcpy(out.data + i * row, table.data + static_cast<long>(index[i]) * row, row * sizeof(float));
+      for (long i = b; i < e; ++i) std::memcpy(a.out.data + i * a.row, a.src.data + static_cast<long>(a.index[i]) * a.row, a.row * sizeof(float));
     }
   });
   return nullptr;
@@ -532,48 +556,39 @@ napi_value Gather(napi_env env, napi_callback_info info) {
 // (tfjs' UnsortedSegmentSum); rows with an index outside out are dropped, as TensorFlow drops
 // negative ones. Each thread sums into its own copy of out, then the copies are added.
 napi_value SegmentSum(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats values, out;
-  const int32_t* index;
-  size_t count;
-  long row;
-  if (argc < 4 || !GetFloats(env, argv[0], &values) || !GetLong(env, argv[1], &row) || row == 0 || !GetInts(env, argv[2], &index, &count) ||
-      !GetFloats(env, argv[3], &out))
-    return Throw(env, "native segmentSum: expected (values: Float32Array, rowLength > 0, index: Int32Array, out: Float32Array)");
-  if (values.length != count * row)
-    return Throw(env, "native segmentSum: values hold " + std::to_string(values.length) + " floats, expected " + std::to_string(count * row));
-  const long segments = static_cast<long>(out.length) / row;
+  RowArgs a;
+  if (!GetRowArgs(env, info, "segmentSum", "values", &a)) return nullptr;
+  if (a.src.length != a.count * a.row)
+    return Throw(env, "native segmentSum: values hold " + std::to_string(a.src.length) + " floats, expected " + std::to_string(a.count * a.row));
+  const long segments = static_cast<long>(a.out.length) / a.row;
   std::lock_guard<std::mutex> hold(busy);
-  const int threads = static_cast<long>(count * row) < kParallelFloats ? 1 : pool->Threads();
-  std::vector<std::vector<float>> partial(threads - 1, std::vector<float>(out.length, 0.0f));
-  std::memset(out.data, 0, out.length * sizeof(float));
-  const long chunk = (static_cast<long>(count) + threads - 1) / threads;
+  const int threads = static_cast<long>(a.count * a.row) < kParallelFloats ? 1 : pool->Threads();
+  std::vector<std::vector<float>> partial(threads - 1, std::vector<float>(a.out.length, 0.0f));
+  std::memset(a.out.data, 0, a.out.length * sizeof(float));
+  const long chunk = (static_cast<long>(a.count) + threads - 1) / threads;
   auto sum = [&](int id) {
-    float* acc = id == 0 ? out.data : partial[id - 1].data();
-    const long e = std::min(static_cast<long>(count), (id + 1) * chunk);
+    float* acc = id == 0 ? a.out.data : partial[id - 1].data();
+    const long e = std::min(static_cast<long>(a.count), (id + 1) * chunk);
     for (long i = id * chunk; i < e; ++i) {
-      const long s = index[i];
+      const long s = a.index[i];
       if (s < 0 || s >= segments) continue;
-      for (long j = 0; j < row; ++j) acc[s * row + j] += values.data[i * row + j];
+      for (long j = 0; j < a.row; ++j) acc[s * a.row + j] += a.src.data[i * a.row + j];
     }
   };
   if (threads == 1) sum(0);
   else pool->RunAll(sum);
   for (const auto& p : partial)
-    for (size_t j = 0; j < out.length; ++j) out.data[j] += p[j];
+    for (size_t j = 0; j < a.out.length; ++j) a.out.data[j] += p[j];
   return nullptr;
 }
 
 // softmaxBias(x, bias | null, p, l, heads, biasBatches): x and p (G, l, l), bias (biasBatches, heads, l, l).
 napi_value SoftmaxBias(napi_env env, napi_callback_info info) {
-  if (kernel == nullptr) return NoKernel(env, "softmaxBias");
-  size_t argc = 6;
-  napi_value argv[6];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats f[3];
-  if (!FloatArgs(env, argv, argc, 3, "softmaxBias", f, 1u << 1)) return nullptr;
+  Call c;
+  if (!Begin(env, info, "softmaxBias", 3, &c, 1u << 1)) return nullptr;
+  const size_t argc = c.argc;
+  napi_value* argv = c.argv;
+  Floats* f = c.f;
   long l, heads, bb;
   if (argc < 6 || !GetLong(env, argv[3], &l) || !GetLong(env, argv[4], &heads) || !GetLong(env, argv[5], &bb) || l == 0 || heads == 0 || bb == 0)
     return Throw(env, "native softmaxBias: l, heads and biasBatches must be positive integers");
@@ -592,12 +607,11 @@ napi_value SoftmaxBias(napi_env env, napi_callback_info info) {
 
 // softmaxGrad(p, dp, dx, l).
 napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
-  if (kernel == nullptr) return NoKernel(env, "softmaxGrad");
-  size_t argc = 4;
-  napi_value argv[4];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats f[3];
-  if (!FloatArgs(env, argv, argc, 3, "softmaxGrad", f)) return nullptr;
+  Call c;
+  if (!Begin(env, info, "softmaxGrad", 3, &c)) return nullptr;
+  const size_t argc = c.argc;
+  napi_value* argv = c.argv;
+  Floats* f = c.f;
   long l;
   if (argc < 4 || !GetLong(env, argv[3], &l) || l == 0 || f[0].length % l != 0) return Throw(env, "native softmaxGrad: l must be a positive integer dividing p's length");
   if (!Sized(env, f[1], f[0].length, "softmaxGrad", "dp") || !Sized(env, f[2], f[0].length, "softmaxGrad", "dx")) return nullptr;
@@ -645,12 +659,11 @@ bool GetDoubles(napi_env env, napi_value v, size_t want, const double** data) {
 // n equal-length Float32Arrays, then a Float64Array of `hyper` hyperparameters at argv[n].
 template <typename F>
 napi_value FlatUpdate(napi_env env, napi_callback_info info, const char* name, size_t n, size_t hyper, const F& body) {
-  if (kernel == nullptr) return NoKernel(env, name);
-  size_t argc = 12;
-  napi_value argv[12];
-  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  Floats f[11];
-  if (!FloatArgs(env, argv, argc, n, name, f)) return nullptr;
+  Call c;
+  if (!Begin(env, info, name, n, &c)) return nullptr;
+  const size_t argc = c.argc;
+  napi_value* argv = c.argv;
+  Floats* f = c.f;
   for (size_t i = 1; i < n; ++i)
     if (f[i].length != f[0].length)
       return Throw(env, std::string("native ") + name + ": argument " + std::to_string(i) + " holds " + std::to_string(f[i].length) +
