@@ -77,11 +77,13 @@ export const matmul2d = customOp<(a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D
 });
 
 /**
- * nn.Linear's x (M, I)·wᵀ + b with w stored (O, I). A plain product plus a broadcast add, not
- * tf.fused.matMul: its _FusedMatMul kernel would bypass any faster BatchMatMul registered over
- * wasm's (dsl/native.ts).
+ * nn.Linear's x (M, I)·wᵀ + b with w stored (O, I). Where products take transpose flags at
+ * full speed, one tf.fused.matMul (the native kernels add the bias inside the product); on
+ * wasm's own kernels a plain product plus a broadcast add, as its _FusedMatMul has no fast
+ * transposed path.
  */
 export function linearForward(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
+  if (b !== undefined && flexibleProducts()) return tf.fused.matMul({ a: x, b: w, transposeB: true, bias: b }) as tf.Tensor2D;
   const y = productTransposed(x, w);
   return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D);
 }

@@ -41,7 +41,7 @@ type Isa = (typeof ISAS)[number];
 interface Addon {
   gemm(
     a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number,
-    transposeA: boolean, transposeB: boolean, aIndex: Int32Array | null, bIndex: Int32Array | null,
+    transposeA: boolean, transposeB: boolean, aIndex: Int32Array | null, bIndex: Int32Array | null, bias?: Float32Array | null,
   ): void;
   setThreads(n: number): void;
   threads(): number;
@@ -362,6 +362,30 @@ export function rowKernels(): RowKernels | null {
   return status.enabled && loaded?.ok === true ? loaded.addon : null;
 }
 
+/**
+ * tf.fused.matMul with a bias of one value per output column and no activation (linear
+ * layers, dsl/matmul.ts): the bias is added by the product itself while each block of the
+ * output is in cache. Anything else goes to the kernel this one replaced.
+ */
+function fusedMatMulKernel(addon: Addon, previous: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+    const { transposeA, transposeB, activation } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean; activation: string };
+    const plan = planMatMul(a!.shape, b!.shape, transposeA, transposeB);
+    const plain = a!.dtype === 'float32' && b!.dtype === 'float32' && (activation ?? 'linear') === 'linear' && preluActivationWeights === undefined;
+    if (!plain || (bias !== undefined && (bias.dtype !== 'float32' || bias.shape.reduce((x, y) => x * y, 1) !== plan.n))) return previous(args);
+    const wasm = args.backend as unknown as WasmBackendLike;
+    const out = wasm.makeOutput(plan.outShape, 'float32');
+    calls += 1;
+    addon.gemm(
+      f32(wasm, a!), f32(wasm, b!), f32(wasm, out), plan.m, plan.n, plan.k, transposeA, transposeB, plan.aIndex, plan.bIndex,
+      bias === undefined ? null : f32(wasm, bias),
+    );
+    return out;
+  };
+}
+
+let wasmFusedMatMul: tf.KernelConfig | null = null;
 let wasmBatchMatMul: tf.KernelConfig | null = null;
 let calls = 0;
 let status: Omit<NativeStatus, 'calls'> = { enabled: false, reason: 'enableNativeKernels() was not called', threads: 0, isa: 'none' };
@@ -395,8 +419,14 @@ export function enableNativeKernels(opts: NativeOptions = {}): NativeStatus {
     tf.unregisterKernel('BatchMatMul', 'wasm');
     tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: batchMatMulKernel(l.addon) });
     for (const k of fusedKernels(l.addon)) tf.registerKernel(k);
+    const fused = tf.getKernel('_FusedMatMul', 'wasm');
+    if (fused !== undefined) {
+      wasmFusedMatMul = fused;
+      tf.unregisterKernel('_FusedMatMul', 'wasm');
+      tf.registerKernel({ kernelName: '_FusedMatMul', backendName: 'wasm', kernelFunc: fusedMatMulKernel(l.addon, fused.kernelFunc) });
+    }
   }
-  status = { enabled: true, reason: `BatchMatMul, fused GELU/LayerNorm and row gathers run natively (${l.isa} kernel)`, threads, isa: l.isa };
+  status = { enabled: true, reason: `products (with their bias), fused GELU/LayerNorm/softmax/optimizer updates and row gathers run natively (${l.isa} kernel)`, threads, isa: l.isa };
   return nativeKernelsStatus();
 }
 
@@ -414,6 +444,11 @@ export function disableNativeKernels(): void {
   tf.unregisterKernel('BatchMatMul', 'wasm');
   tf.registerKernel(wasmBatchMatMul);
   for (const name of Object.values(FUSED)) tf.unregisterKernel(name, 'wasm');
+  if (wasmFusedMatMul !== null) {
+    tf.unregisterKernel('_FusedMatMul', 'wasm');
+    tf.registerKernel(wasmFusedMatMul);
+    wasmFusedMatMul = null;
+  }
   wasmBatchMatMul = null;
   off('disabled by disableNativeKernels()');
 }

@@ -167,6 +167,18 @@ test('tf.matMul on wasm agrees with the kernels on and off', { skip }, () => {
   tf.dispose([a, b]);
 });
 
+test('tf.fused.matMul with a bias (linear layers) equals the product plus the bias', { skip }, () => {
+  const x = tf.tensor2d(normal(keyFromSeed(7), 300 * 70), [300, 70]);
+  const w = tf.tensor2d(normal(keyFromSeed(8), 130 * 70), [130, 70]);
+  const bias = tf.tensor1d(normal(keyFromSeed(9), 130));
+  // The reference is unfused: tfjs-backend-wasm 4.22's own _FusedMatMul adds a 1-D bias twice.
+  const r = wasmBuiltinAndNative(() => nativeKernelsStatus().enabled
+    ? [tf.fused.matMul({ a: x, b: w, transposeB: true, bias }), tf.fused.matMul({ a: x, b: tf.transpose(w), bias })].map((t) => t.dataSync() as Float32Array)
+    : [0, 1].map(() => tf.add(tf.matMul(x, tf.transpose(w)), bias).dataSync() as Float32Array));
+  r.native.forEach((v, i) => assertClose(v, r.wasm[i]!, `fused product ${i}`));
+  tf.dispose([x, w, bias]);
+});
+
 test('gradients of a two-layer network agree with the kernels on and off', { skip }, () => {
   const x = tf.tensor2d(normal(keyFromSeed(1), 64 * 20), [64, 20]);
   const w1 = tf.tensor2d(normal(keyFromSeed(2), 20 * 48), [20, 48]);

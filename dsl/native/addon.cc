@@ -154,6 +154,16 @@ long DepthStep(long k, long kc) {
   return (k + slices - 1) / slices;
 }
 
+// C[i0 : i0+rows, j0 : j0+width] += bias[j0 : j0+width] when the product has a bias and the
+// depth slice just multiplied was the last.
+void AddBias(const MdtGemm& g, long i0, long rows, long j0, long width, bool last) {
+  if (g.bias == nullptr || !last) return;
+  for (long i = i0; i < i0 + rows; ++i) {
+    float* c = g.c + i * g.n + j0;
+    for (long j = 0; j < width; ++j) c[j] += g.bias[j0 + j];
+  }
+}
+
 // One product on the calling thread.
 void Alone(const MdtKernel& kn, const MdtGemm& g) {
   if (own_b == nullptr) own_b = AllocPacked();
@@ -163,7 +173,10 @@ void Alone(const MdtKernel& kn, const MdtGemm& g) {
     for (long pc = 0; pc < g.k; pc += kstep) {
       const long kc = std::min(kstep, g.k - pc);
       kn.pack_b(&g, pc, kc, jc, nc, 0, (nc + kn.nr - 1) / kn.nr, own_b);
-      for (long ic = 0; ic < g.m; ic += kn.mc) kn.multiply(&g, ic, std::min(kn.mc, g.m - ic), pc, kc, jc, nc, own_b, pc > 0);
+      for (long ic = 0; ic < g.m; ic += kn.mc) {
+        kn.multiply(&g, ic, std::min(kn.mc, g.m - ic), pc, kc, jc, nc, own_b, pc > 0);
+        AddBias(g, ic, std::min(kn.mc, g.m - ic), jc, nc, pc + kc == g.k);
+      }
     }
   }
 }
@@ -202,6 +215,7 @@ void Together(const MdtKernel& kn, const MdtGemm& g) {
           const long j0 = first * kn.nr;
           const long width = std::min(nc, (first + groupPanels) * kn.nr) - j0;
           kn.multiply(&g, i0, std::min(rows, g.m - i0), pc, kc, jc + j0, width, shared_b + j0 * kc, pc > 0);
+          AddBias(g, i0, std::min(rows, g.m - i0), jc + j0, width, pc + kc == g.k);
         }
         // The next block's packing overwrites shared_b.
         barrier.Wait();
@@ -289,11 +303,11 @@ bool ResolveIndex(const std::vector<int32_t>& given, bool has, size_t stored, lo
   return true;
 }
 
-// gemm(a, b, c, m, n, k, transposeA, transposeB, aIndex?, bIndex?): c[i] = op(a[aIndex[i]]) · op(b[bIndex[i]]).
+// gemm(a, b, c, m, n, k, transposeA, transposeB, aIndex?, bIndex?, bias?): c[i] = op(a[aIndex[i]]) · op(b[bIndex[i]]) (+ bias on every row).
 napi_value Gemm(napi_env env, napi_callback_info info) {
   if (kernel == nullptr) return Throw(env, "native gemm: this CPU has no supported kernel (needs AVX2 and FMA)");
-  size_t argc = 10;
-  napi_value argv[10];
+  size_t argc = 11;
+  napi_value argv[11];
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   if (argc < 8) return Throw(env, "native gemm: expected (a, b, c, m, n, k, transposeA, transposeB, aIndex?, bIndex?), got " + std::to_string(argc) + " arguments");
   Floats a, b, c;
@@ -309,6 +323,12 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
   bool hasA = false, hasB = false;
   if ((argc > 8 && !GetIndex(env, argv[8], &ai, &hasA)) || (argc > 9 && !GetIndex(env, argv[9], &bi, &hasB)))
     return Throw(env, "native gemm: aIndex and bIndex must be Int32Arrays, null or undefined");
+  Floats bias{nullptr, 0};
+  napi_valuetype biasType = napi_undefined;
+  if (argc > 10 && napi_typeof(env, argv[10], &biasType) == napi_ok && biasType != napi_null && biasType != napi_undefined) {
+    if (!GetFloats(env, argv[10], &bias)) return Throw(env, "native gemm: bias must be a Float32Array, null or undefined");
+    if (bias.length != static_cast<size_t>(n)) return Throw(env, "native gemm: bias holds " + std::to_string(bias.length) + " floats, expected n = " + std::to_string(n));
+  }
   if (m == 0 || n == 0) return nullptr;
   const size_t mn = static_cast<size_t>(m) * n, mk = static_cast<size_t>(m) * k, kn = static_cast<size_t>(k) * n;
   if (c.length % mn != 0)
@@ -326,12 +346,13 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
     return Throw(env, err);
 
   std::lock_guard<std::mutex> hold(busy);
+  std::vector<MdtGemm> g(batches);
+  for (long i = 0; i < batches; ++i) g[i] = {a.data + ax[i] * mk, b.data + bx[i] * kn, c.data + i * mn, m, n, k, ta, tb, bias.data};
   if (k == 0) {
     std::memset(c.data, 0, c.length * sizeof(float));
+    for (const MdtGemm& p : g) AddBias(p, 0, m, 0, n, true);
     return nullptr;
   }
-  std::vector<MdtGemm> g(batches);
-  for (long i = 0; i < batches; ++i) g[i] = {a.data + ax[i] * mk, b.data + bx[i] * kn, c.data + i * mn, m, n, k, ta, tb};
   const MdtKernel& kern = *kernel;
   const int threads = pool->Threads();
   if (threads == 1 || 2.0 * batches * m * n * k < kParallelFlops) {

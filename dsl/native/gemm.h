@@ -16,6 +16,9 @@ typedef struct {
   float* c;
   long m, n, k;
   int ta, tb;
+  // Added to every row of C (n floats) by the driver once a block's last depth slice is in,
+  // while the block is still in cache; null for none.
+  const float* bias;
 } MdtGemm;
 
 // One build of the blocked product. The driver walks the blocks: for each NC-wide column
