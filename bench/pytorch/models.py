@@ -206,20 +206,27 @@ class DiTBlock(nn.Module):
         return x
 
 
+def _init_embedders(model, input_size, patch_size, in_channels, hidden_size, num_heads,
+                    class_dropout_prob, num_classes, learn_sigma):
+    """The attributes and embedders DiT's and MDT's constructors both set, in the official order
+    (which fixes named_parameters() order); returns the number of patches."""
+    model.learn_sigma = learn_sigma
+    model.in_channels = in_channels
+    model.out_channels = in_channels * 2 if learn_sigma else in_channels
+    model.patch_size = patch_size
+    model.num_heads = num_heads
+    model.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
+    model.t_embedder = TimestepEmbedder(hidden_size)
+    model.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
+    return model.x_embedder.num_patches
+
+
 class DiT(nn.Module):
     def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
                  mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True):
         super().__init__()
-        self.learn_sigma = learn_sigma
-        self.in_channels = in_channels
-        self.out_channels = in_channels * 2 if learn_sigma else in_channels
-        self.patch_size = patch_size
-        self.num_heads = num_heads
-
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
-        self.t_embedder = TimestepEmbedder(hidden_size)
-        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
-        num_patches = self.x_embedder.num_patches
+        num_patches = _init_embedders(self, input_size, patch_size, in_channels, hidden_size, num_heads,
+                                      class_dropout_prob, num_classes, learn_sigma)
         # DiT: fixed sin-cos embedding (a parameter, but frozen)
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)])
@@ -379,15 +386,8 @@ class _MDTBase(nn.Module):
 
     def _init_common(self, input_size, patch_size, in_channels, hidden_size, num_heads, mlp_ratio,
                      class_dropout_prob, num_classes, learn_sigma, mask_ratio, decode_layer):
-        self.learn_sigma = learn_sigma
-        self.in_channels = in_channels
-        self.out_channels = in_channels * 2 if learn_sigma else in_channels
-        self.patch_size = patch_size
-        self.num_heads = num_heads
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
-        self.t_embedder = TimestepEmbedder(hidden_size)
-        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
-        num_patches = self.x_embedder.num_patches
+        num_patches = _init_embedders(self, input_size, patch_size, in_channels, hidden_size, num_heads,
+                                      class_dropout_prob, num_classes, learn_sigma)
         # MDT: both position embeddings are trainable (DiT freezes pos_embed).
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=True)
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=True)
