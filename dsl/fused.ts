@@ -1,10 +1,11 @@
 /**
  * Fused pointwise steps — GELU, adaLN's LayerNorm + modulate and attention's softmax (each
- * direction) in the transformer block, and the AdamW / Adan / EMA updates of flat parameter vectors — as tfjs
- * kernels where the backend has one (dsl/native.ts registers them on wasm when the native addon
- * runs: one pass over memory instead of 5–20 bandwidth-bound wasm kernels), and as the same
- * math in tfjs ops everywhere else. Both forms take and return the same tensors, so a piece's
- * saved values mean the same thing on every backend.
+ * direction) in the transformer block, and the optimizer and EMA updates — as tfjs kernels
+ * where the backend has one (dsl/native.ts registers them on wasm when the native addon runs:
+ * one pass over memory instead of 5–20 bandwidth-bound wasm kernels), and as the same math in
+ * tfjs ops everywhere else. Both forms take and return the same tensors, so a piece's saved
+ * values mean the same thing on every backend. AdamW and EMA run as list kernels on the
+ * parameter tensors themselves; their flat forms here are the tfjs-op fallback.
  */
 import * as tf from '@tensorflow/tfjs';
 
@@ -15,10 +16,8 @@ export const FUSED = {
   lnModulateGrad: 'MdtLnModulateGrad',
   softmaxBias: 'MdtSoftmaxBias',
   softmaxGrad: 'MdtSoftmaxGrad',
-  adamw: 'MdtAdamW',
   adamwList: 'MdtAdamWList',
   adan: 'MdtAdan',
-  ema: 'MdtEma',
   emaList: 'MdtEmaList',
 } as const;
 
@@ -137,7 +136,6 @@ export interface AdamWHyper {
 
 /** PyTorch's AdamW on flat vectors: [p', m', v']. */
 export function adamwUpdate(p: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, h: AdamWHyper): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  if (hasKernel(FUSED.adamw)) return run(FUSED.adamw, { p, g, m, v }, { ...h }) as [tf.Tensor, tf.Tensor, tf.Tensor];
   const m1 = tf.add(tf.mul(m, h.b1), tf.mul(g, 1 - h.b1));
   const v1 = tf.add(tf.mul(v, h.b2), tf.mul(tf.mul(g, g), 1 - h.b2));
   const decayed = h.wd === 0 ? p : tf.mul(p, 1 - h.lr * h.wd);
@@ -203,6 +201,5 @@ export function adanUpdate(
 
 /** decay·e + (1 − decay)·p. */
 export function emaUpdate(e: tf.Tensor, p: tf.Tensor, decay: number): tf.Tensor {
-  if (hasKernel(FUSED.ema)) return run(FUSED.ema, { e, p }, { decay }) as tf.Tensor;
   return tf.add(tf.mul(e, decay), tf.mul(p, 1 - decay));
 }

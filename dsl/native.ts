@@ -268,29 +268,19 @@ function fusedKernels(addon: Addon): tf.KernelConfig[] {
     );
     return [dx, dshift, dscale];
   };
-  /** A flat update: float32 vector inputs in `names` order, `outputs` new vectors, hyperparameters from attrs in `hyper` order. */
-  const flatUpdate = (name: string, names: readonly string[], outputs: number, hyper: readonly string[], call: (arrays: Float32Array[], h: Float64Array) => void): tf.KernelFunc =>
-    ({ inputs, backend, attrs }) => {
-      const ins = names.map((n) => (inputs as Record<string, tf.TensorInfo>)[n]!);
-      checkFloat(name, Object.fromEntries(names.map((n, i) => [n, ins[i]])));
-      const w = wasmOf(backend);
-      const outs = Array.from({ length: outputs }, () => w.makeOutput(ins[0]!.shape, 'float32'));
-      const a = attrs as unknown as Record<string, number>;
-      call([...ins, ...outs].map((t) => f32(w, t)), Float64Array.from(hyper, (k) => a[k]!));
-      return outs.length === 1 ? outs[0]! : outs;
-    };
-  const adamw = flatUpdate(FUSED.adamw, ['p', 'g', 'm', 'v'], 3, ['lr', 'b1', 'b2', 'eps', 'wd', 'bc1', 'bc2Sqrt'], (x, h) => addon.adamw(...x, h));
-  // The clip factor is a scalar tensor on the heap; the kernel takes it with the hyperparameters.
-  const adan: tf.KernelFunc = (args) => {
-    const clip = (args.inputs as Record<string, tf.TensorInfo>).clip!;
-    const factor = f32(wasmOf(args.backend), clip)[0]!;
-    const hyper = ['lr', 'b1', 'b2', 'b3', 'eps', 'wd', 'bc1', 'bc2', 'bc3Sqrt'];
-    return flatUpdate(FUSED.adan, ['p', 'g', 'm', 'n', 'diff', 'neg'], 5, hyper, (x, h) => {
-      const first = (args.attrs as unknown as { first: number }).first;
-      addon.adan(...x, Float64Array.from([...h, factor, first]));
-    })(args);
+  // Adan's flat update; the clip factor is a scalar tensor on the heap, passed with the hyperparameters.
+  const adan: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const names = ['p', 'g', 'm', 'n', 'diff', 'neg'];
+    const ins = names.map((n) => (inputs as Record<string, tf.TensorInfo>)[n]!);
+    checkFloat(FUSED.adan, Object.fromEntries(names.map((n, i) => [n, ins[i]])));
+    const w = wasmOf(backend);
+    const clip = f32(w, (inputs as Record<string, tf.TensorInfo>).clip!)[0]!;
+    const outs = Array.from({ length: 5 }, () => w.makeOutput(ins[0]!.shape, 'float32'));
+    const a = attrs as unknown as Record<string, number>;
+    const h = Float64Array.from([...['lr', 'b1', 'b2', 'b3', 'eps', 'wd', 'bc1', 'bc2', 'bc3Sqrt'].map((k) => a[k]!), clip, a.first!]);
+    addon.adan(...[...ins, ...outs].map((t) => f32(w, t)), h);
+    return outs;
   };
-  const ema = flatUpdate(FUSED.ema, ['e', 'p'], 1, ['decay'], ([e, p, out], h) => addon.ema(e!, p!, out!, h));
   // The list forms: one native pass per parameter, writing its slice of the flat slots.
   const adamwList: tf.KernelFunc = ({ inputs, backend, attrs }) => {
     const ins = inputs as Record<string, tf.TensorInfo>;
@@ -336,11 +326,9 @@ function fusedKernels(addon: Addon): tf.KernelConfig[] {
   return [
     { kernelName: FUSED.softmaxBias, backendName: 'wasm', kernelFunc: softmaxBias },
     { kernelName: FUSED.softmaxGrad, backendName: 'wasm', kernelFunc: softmaxGrad },
-    { kernelName: FUSED.adamw, backendName: 'wasm', kernelFunc: adamw },
     { kernelName: FUSED.adamwList, backendName: 'wasm', kernelFunc: adamwList },
     { kernelName: FUSED.emaList, backendName: 'wasm', kernelFunc: emaList },
     { kernelName: FUSED.adan, backendName: 'wasm', kernelFunc: adan },
-    { kernelName: FUSED.ema, backendName: 'wasm', kernelFunc: ema },
     { kernelName: FUSED.gelu, backendName: 'wasm', kernelFunc: gelu },
     { kernelName: FUSED.geluGrad, backendName: 'wasm', kernelFunc: geluGrad },
     { kernelName: FUSED.lnModulate, backendName: 'wasm', kernelFunc: lnModulate },
