@@ -320,16 +320,11 @@ class RelativePositionBias(nn.Module):
         return bias.permute(2, 0, 1).contiguous()  # (heads, N, N)
 
 
-class MDTAttention(nn.Module):
+class MDTAttention(Attention):
     """timm Attention plus a per-block relative position bias (class `Attention` in MDT)."""
 
     def __init__(self, dim, num_heads=8, qkv_bias=False, num_patches=None):
-        super().__init__()
-        self.num_heads = num_heads
-        head_dim = dim // num_heads
-        self.scale = head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        super().__init__(dim, num_heads=num_heads, qkv_bias=qkv_bias)
         side = int(num_patches ** 0.5)
         self.rel_pos_bias = RelativePositionBias(window_size=[side, side], num_heads=num_heads)
 

@@ -309,7 +309,7 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
   size_t argc = 11;
   napi_value argv[11];
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  if (argc < 8) return Throw(env, "native gemm: expected (a, b, c, m, n, k, transposeA, transposeB, aIndex?, bIndex?), got " + std::to_string(argc) + " arguments");
+  if (argc < 8) return Throw(env, "native gemm: expected (a, b, c, m, n, k, transposeA, transposeB, aIndex?, bIndex?, bias?), got " + std::to_string(argc) + " arguments");
   Floats a, b, c;
   if (!GetFloats(env, argv[0], &a) || !GetFloats(env, argv[1], &b) || !GetFloats(env, argv[2], &c))
     return Throw(env, "native gemm: a, b and c must be Float32Arrays");
@@ -447,22 +447,20 @@ bool Begin(napi_env env, napi_callback_info info, const char* name, size_t float
 napi_value Gelu(napi_env env, napi_callback_info info) {
   Call c;
   if (!Begin(env, info, "gelu", 2, &c)) return nullptr;
-  Floats* f = c.f;
-  if (f[0].length != f[1].length) return Throw(env, "native gelu: x has " + std::to_string(f[0].length) + " floats, y " + std::to_string(f[1].length));
+  if (c.f[0].length != c.f[1].length) return Throw(env, "native gelu: x has " + std::to_string(c.f[0].length) + " floats, y " + std::to_string(c.f[1].length));
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor(static_cast<long>(f[0].length), kParallelFloats, [&](long b, long e) { mdt_gelu(f[0].data, f[1].data, b, e); });
+  ParallelFor(static_cast<long>(c.f[0].length), kParallelFloats, [&](long b, long e) { mdt_gelu(c.f[0].data, c.f[1].data, b, e); });
   return nullptr;
 }
 
 napi_value GeluGrad(napi_env env, napi_callback_info info) {
   Call c;
   if (!Begin(env, info, "geluGrad", 3, &c)) return nullptr;
-  Floats* f = c.f;
-  if (f[0].length != f[1].length || f[1].length != f[2].length)
-    return Throw(env, "native geluGrad: dy, x and dx must have equal lengths, got " + std::to_string(f[0].length) + ", " +
-                          std::to_string(f[1].length) + ", " + std::to_string(f[2].length));
+  if (c.f[0].length != c.f[1].length || c.f[1].length != c.f[2].length)
+    return Throw(env, "native geluGrad: dy, x and dx must have equal lengths, got " + std::to_string(c.f[0].length) + ", " +
+                          std::to_string(c.f[1].length) + ", " + std::to_string(c.f[2].length));
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor(static_cast<long>(f[0].length), kParallelFloats, [&](long b, long e) { mdt_gelu_grad(f[0].data, f[1].data, f[2].data, b, e); });
+  ParallelFor(static_cast<long>(c.f[0].length), kParallelFloats, [&](long b, long e) { mdt_gelu_grad(c.f[0].data, c.f[1].data, c.f[2].data, b, e); });
   return nullptr;
 }
 
@@ -491,21 +489,18 @@ bool Sized(napi_env env, const Floats& f, size_t want, const char* name, const c
 napi_value LnModulate(napi_env env, napi_callback_info info) {
   Call c;
   if (!Begin(env, info, "lnModulate", 6, &c)) return nullptr;
-  const size_t argc = c.argc;
-  napi_value* argv = c.argv;
-  Floats* f = c.f;
   double eps;
-  if (argc < 9 || napi_get_value_double(env, argv[6], &eps) != napi_ok) return Throw(env, "native lnModulate: eps must be a number");
+  if (c.argc < 9 || napi_get_value_double(env, c.argv[6], &eps) != napi_ok) return Throw(env, "native lnModulate: eps must be a number");
   long l, d, groups;
-  if (!Groups(env, argv, 7, f[0].length, "lnModulate", &l, &d, &groups)) return nullptr;
+  if (!Groups(env, c.argv, 7, c.f[0].length, "lnModulate", &l, &d, &groups)) return nullptr;
   const size_t gd = groups * d, rows = groups * l;
-  if (!Sized(env, f[1], gd, "lnModulate", "shift") || !Sized(env, f[2], gd, "lnModulate", "scale") ||
-      !Sized(env, f[3], f[0].length, "lnModulate", "z") || !Sized(env, f[4], rows, "lnModulate", "mean") ||
-      !Sized(env, f[5], rows, "lnModulate", "rstd"))
+  if (!Sized(env, c.f[1], gd, "lnModulate", "shift") || !Sized(env, c.f[2], gd, "lnModulate", "scale") ||
+      !Sized(env, c.f[3], c.f[0].length, "lnModulate", "z") || !Sized(env, c.f[4], rows, "lnModulate", "mean") ||
+      !Sized(env, c.f[5], rows, "lnModulate", "rstd"))
     return nullptr;
   std::lock_guard<std::mutex> hold(busy);
   ParallelFor(groups, l * d >= kParallelFloats ? 1 : groups, [&](long b, long e) {
-    for (long g = b; g < e; ++g) mdt_ln_modulate(f[0].data, f[1].data, f[2].data, static_cast<float>(eps), l, d, g, f[3].data, f[4].data, f[5].data);
+    for (long g = b; g < e; ++g) mdt_ln_modulate(c.f[0].data, c.f[1].data, c.f[2].data, static_cast<float>(eps), l, d, g, c.f[3].data, c.f[4].data, c.f[5].data);
   });
   return nullptr;
 }
@@ -514,21 +509,18 @@ napi_value LnModulate(napi_env env, napi_callback_info info) {
 napi_value LnModulateGrad(napi_env env, napi_callback_info info) {
   Call c;
   if (!Begin(env, info, "lnModulateGrad", 9, &c, 1u << 5)) return nullptr;
-  const size_t argc = c.argc;
-  napi_value* argv = c.argv;
-  Floats* f = c.f;
   long l, d, groups;
-  if (argc < 11 || !Groups(env, argv, 9, f[1].length, "lnModulateGrad", &l, &d, &groups)) return argc < 11 ? Throw(env, "native lnModulateGrad: expected 11 arguments") : nullptr;
-  const size_t n = f[1].length, gd = groups * d, rows = groups * l;
-  if (!Sized(env, f[0], n, "lnModulateGrad", "dz") || !Sized(env, f[2], rows, "lnModulateGrad", "mean") ||
-      !Sized(env, f[3], rows, "lnModulateGrad", "rstd") || !Sized(env, f[4], gd, "lnModulateGrad", "scale") ||
-      (f[5].data != nullptr && !Sized(env, f[5], n, "lnModulateGrad", "residual")) || !Sized(env, f[6], n, "lnModulateGrad", "dx") ||
-      !Sized(env, f[7], gd, "lnModulateGrad", "dshift") || !Sized(env, f[8], gd, "lnModulateGrad", "dscale"))
+  if (c.argc < 11 || !Groups(env, c.argv, 9, c.f[1].length, "lnModulateGrad", &l, &d, &groups)) return c.argc < 11 ? Throw(env, "native lnModulateGrad: expected 11 arguments") : nullptr;
+  const size_t n = c.f[1].length, gd = groups * d, rows = groups * l;
+  if (!Sized(env, c.f[0], n, "lnModulateGrad", "dz") || !Sized(env, c.f[2], rows, "lnModulateGrad", "mean") ||
+      !Sized(env, c.f[3], rows, "lnModulateGrad", "rstd") || !Sized(env, c.f[4], gd, "lnModulateGrad", "scale") ||
+      (c.f[5].data != nullptr && !Sized(env, c.f[5], n, "lnModulateGrad", "residual")) || !Sized(env, c.f[6], n, "lnModulateGrad", "dx") ||
+      !Sized(env, c.f[7], gd, "lnModulateGrad", "dshift") || !Sized(env, c.f[8], gd, "lnModulateGrad", "dscale"))
     return nullptr;
   std::lock_guard<std::mutex> hold(busy);
   ParallelFor(groups, l * d >= kParallelFloats ? 1 : groups, [&](long b, long e) {
     for (long g = b; g < e; ++g)
-      mdt_ln_modulate_grad(f[0].data, f[1].data, f[2].data, f[3].data, f[4].data, f[5].data, l, d, g, f[6].data, f[7].data, f[8].data);
+      mdt_ln_modulate_grad(c.f[0].data, c.f[1].data, c.f[2].data, c.f[3].data, c.f[4].data, c.f[5].data, l, d, g, c.f[6].data, c.f[7].data, c.f[8].data);
   });
   return nullptr;
 }
@@ -607,22 +599,19 @@ napi_value SegmentSum(napi_env env, napi_callback_info info) {
 napi_value SoftmaxBias(napi_env env, napi_callback_info info) {
   Call c;
   if (!Begin(env, info, "softmaxBias", 3, &c, 1u << 1)) return nullptr;
-  const size_t argc = c.argc;
-  napi_value* argv = c.argv;
-  Floats* f = c.f;
   long l, heads, bb;
-  if (argc < 6 || !GetLong(env, argv[3], &l) || !GetLong(env, argv[4], &heads) || !GetLong(env, argv[5], &bb) || l == 0 || heads == 0 || bb == 0)
+  if (c.argc < 6 || !GetLong(env, c.argv[3], &l) || !GetLong(env, c.argv[4], &heads) || !GetLong(env, c.argv[5], &bb) || l == 0 || heads == 0 || bb == 0)
     return Throw(env, "native softmaxBias: l, heads and biasBatches must be positive integers");
   const size_t ll = l * l;
-  if (f[0].length % (ll * heads) != 0) return Throw(env, "native softmaxBias: x does not hold whole (heads, l, l) blocks");
-  if (!Sized(env, f[2], f[0].length, "softmaxBias", "p")) return nullptr;
-  const long groups = static_cast<long>(f[0].length / ll);
-  if (f[1].data != nullptr) {
-    if (!Sized(env, f[1], bb * heads * ll, "softmaxBias", "bias")) return nullptr;
+  if (c.f[0].length % (ll * heads) != 0) return Throw(env, "native softmaxBias: x does not hold whole (heads, l, l) blocks");
+  if (!Sized(env, c.f[2], c.f[0].length, "softmaxBias", "p")) return nullptr;
+  const long groups = static_cast<long>(c.f[0].length / ll);
+  if (c.f[1].data != nullptr) {
+    if (!Sized(env, c.f[1], bb * heads * ll, "softmaxBias", "bias")) return nullptr;
     if (bb != 1 && bb * heads != groups) return Throw(env, "native softmaxBias: bias batches must be 1 or the logits' samples");
   }
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor(groups, std::max(1L, kParallelFloats / static_cast<long>(ll)), [&](long b, long e) { mdt_softmax_bias(f[0].data, f[1].data, l, heads, bb, f[2].data, b, e); });
+  ParallelFor(groups, std::max(1L, kParallelFloats / static_cast<long>(ll)), [&](long b, long e) { mdt_softmax_bias(c.f[0].data, c.f[1].data, l, heads, bb, c.f[2].data, b, e); });
   return nullptr;
 }
 
@@ -630,14 +619,11 @@ napi_value SoftmaxBias(napi_env env, napi_callback_info info) {
 napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
   Call c;
   if (!Begin(env, info, "softmaxGrad", 3, &c)) return nullptr;
-  const size_t argc = c.argc;
-  napi_value* argv = c.argv;
-  Floats* f = c.f;
   long l;
-  if (argc < 4 || !GetLong(env, argv[3], &l) || l == 0 || f[0].length % l != 0) return Throw(env, "native softmaxGrad: l must be a positive integer dividing p's length");
-  if (!Sized(env, f[1], f[0].length, "softmaxGrad", "dp") || !Sized(env, f[2], f[0].length, "softmaxGrad", "dx")) return nullptr;
+  if (c.argc < 4 || !GetLong(env, c.argv[3], &l) || l == 0 || c.f[0].length % l != 0) return Throw(env, "native softmaxGrad: l must be a positive integer dividing p's length");
+  if (!Sized(env, c.f[1], c.f[0].length, "softmaxGrad", "dp") || !Sized(env, c.f[2], c.f[0].length, "softmaxGrad", "dx")) return nullptr;
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor(static_cast<long>(f[0].length) / l, std::max(1L, kParallelFloats / l), [&](long b, long e) { mdt_softmax_grad(f[0].data, f[1].data, l, f[2].data, b, e); });
+  ParallelFor(static_cast<long>(c.f[0].length) / l, std::max(1L, kParallelFloats / l), [&](long b, long e) { mdt_softmax_grad(c.f[0].data, c.f[1].data, l, c.f[2].data, b, e); });
   return nullptr;
 }
 
@@ -682,18 +668,15 @@ template <typename F>
 napi_value FlatUpdate(napi_env env, napi_callback_info info, const char* name, size_t n, size_t hyper, const F& body) {
   Call c;
   if (!Begin(env, info, name, n, &c)) return nullptr;
-  const size_t argc = c.argc;
-  napi_value* argv = c.argv;
-  Floats* f = c.f;
   for (size_t i = 1; i < n; ++i)
-    if (f[i].length != f[0].length)
-      return Throw(env, std::string("native ") + name + ": argument " + std::to_string(i) + " holds " + std::to_string(f[i].length) +
-                            " floats, argument 0 " + std::to_string(f[0].length));
+    if (c.f[i].length != c.f[0].length)
+      return Throw(env, std::string("native ") + name + ": argument " + std::to_string(i) + " holds " + std::to_string(c.f[i].length) +
+                            " floats, argument 0 " + std::to_string(c.f[0].length));
   const double* h;
-  if (argc <= n || !GetDoubles(env, argv[n], hyper, &h))
+  if (c.argc <= n || !GetDoubles(env, c.argv[n], hyper, &h))
     return Throw(env, std::string("native ") + name + ": argument " + std::to_string(n) + " must be a Float64Array of " + std::to_string(hyper) + " hyperparameters");
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor(static_cast<long>(f[0].length), kParallelFloats, [&](long b, long e) { body(f, h, b, e); });
+  ParallelFor(static_cast<long>(c.f[0].length), kParallelFloats, [&](long b, long e) { body(c.f, h, b, e); });
   return nullptr;
 }
 
