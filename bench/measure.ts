@@ -6,11 +6,14 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { compileSampler } from '../compile/sample.ts';
-import { denoiserOf, stepMaskPlan } from '../compile/train.ts';
+import { stepMaskPlan } from '../compile/train.ts';
+import { jit } from '../compile/trace.ts';
+import { trainingReport } from '../compile/pipeline.ts';
+import { branchProgram, maskInputs } from '../compile/model-graph.ts';
 import { foldIn, keyFromSeed, normal, randint } from '../dsl/random.ts';
+import { gridSize } from '../mdt/config.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
-import { trainingLosses } from '../mdt/diffusion/gaussian.ts';
-import { summary } from '../mdt/summary.ts';
+import { summary } from '../compile/summary.ts';
 import type { BenchConfig, TrainFixture } from './configs.ts';
 import { profileOnce } from './profile-step.ts';
 
@@ -131,30 +134,50 @@ export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts)
 
 /**
  * Forward + backward of the full branch and of the masked branch alone, on the trainer's
- * weights and one fixed (t, noise, plan), without any update (the training steps before
- * have warmed every kernel up).
+ * weights and one fixed (t, noise, plan), without any update: each branch is compiled as the
+ * trainer compiles it (branchProgram differentiated for the trainable parameters), once,
+ * before the timed repetitions.
  */
 async function branchTimes(b: BenchConfig, fx: TrainFixture, reps: number, key: ReturnType<typeof keyFromSeed>): Promise<[Timing, Timing | null]> {
   const { trainer, model, x0, y } = fx;
   const tables = respacedTables(1000, '');
-  const t = randint(foldIn(key, 0), b.batch, 0, tables.T);
-  const noise = tf.tensor4d(normal(foldIn(key, 1), x0.size), x0.shape);
   const plan = b.config.variant === 'dit' ? null : stepMaskPlan(b.config, b.batch, foldIn(key, 2));
-  const vars = [...trainer.params.values()].filter((v): v is tf.Variable => v instanceof tf.Variable);
+  const wrt = Object.entries(model.params).filter(([, spec]) => spec.trainable).map(([path]) => path);
   const minSnrGamma = b.config.variant === 'mdt-v2' ? 5 : undefined;
-  // variableGrads keeps only the loss and the gradients; the loss is read back so that a GPU
-  // backend's queued work is inside the timing.
-  const run = (mask: typeof plan) => timed(async () => {
-    const { value, grads } = tf.variableGrads(() => tf.mean(trainingLosses(denoiserOf(model, trainer.params, mask), tables, x0, t, y, noise, { minSnrGamma }).loss) as tf.Scalar, vars);
-    await value.data();
-    tf.dispose([value, ...Object.values(grads)]);
-  });
-  const full: Timing[] = [];
-  const masked: Timing[] = [];
-  for (let i = 0; i < reps; i++) {
-    full.push(await run(null));
-    if (plan !== null) masked.push(await run(plan));
+  const data = new Map<string, tf.Tensor>([
+    ...trainer.params,
+    ['x0', x0],
+    ['t', tf.tensor1d(randint(foldIn(key, 0), b.batch, 0, tables.T), 'int32')],
+    ['y', tf.tensor1d(y, 'int32')],
+    ['noise', tf.tensor4d(normal(foldIn(key, 1), x0.size), x0.shape)],
+  ]);
+  const planTensors = plan === null ? new Map<string, tf.Tensor>() : maskInputs(plan, gridSize(b.config));
+  const branch = (masked: boolean) => {
+    const exe = jit(branchProgram(model, tables, { masked, ...(minSnrGamma === undefined ? {} : { minSnrGamma }) }), (g) => trainingReport(g, 'loss', wrt).graph);
+    const inputs = masked ? new Map([...data, ...planTensors]) : data;
+    // The loss is read back so that a GPU backend's queued work is inside the timing.
+    const run = async () => {
+      const out = exe(inputs);
+      await out.get('loss')!.data();
+      tf.dispose([...out.values()]);
+    };
+    return { exe, run };
+  };
+  const full = branch(false);
+  const masked = plan === null ? null : branch(true);
+  try {
+    await full.run();
+    await masked?.run();
+    const fullMs: Timing[] = [];
+    const maskedMs: Timing[] = [];
+    for (let i = 0; i < reps; i++) {
+      fullMs.push(await timed(full.run));
+      if (masked !== null) maskedMs.push(await timed(masked.run));
+    }
+    return [medianTiming(fullMs), masked === null ? null : medianTiming(maskedMs)];
+  } finally {
+    full.exe.dispose();
+    masked?.exe.dispose();
+    tf.dispose([data.get('t')!, data.get('y')!, data.get('noise')!, ...planTensors.values()]);
   }
-  noise.dispose();
-  return [medianTiming(full), plan === null ? null : medianTiming(masked)];
 }

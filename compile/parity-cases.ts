@@ -1,22 +1,25 @@
-/** One handler per fixture case kind (FORMAT.md §9): inputs in, named outputs back. */
+/** One handler per fixture case kind (FORMAT.md §9): inputs in, named outputs back, each through a compiled graph. */
 import * as tf from '@tensorflow/tfjs';
 import { named } from '../dsl/layer.ts';
-import { wrap, type Tensor } from '../dsl/tensor.ts';
+import type { Dim } from '../dsl/shape.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 import { timestepFeatures, timestepMlp } from '../layers/embedders.ts';
-import { adaLNBlock, type B as BT } from '../layers/adaln-block.ts';
-import { biasPlan, gatherBias, relPosIndex } from '../layers/relpos.ts';
+import { adaLNBlock } from '../layers/adaln-block.ts';
+import { add, mean } from '../dsl/ops.ts';
+import { keptBiasIndex, relPosBias, relPosIndex } from '../layers/relpos.ts';
 import { sincos2d, timestepFreqs, timestepSinusoid } from '../layers/sincos.ts';
 import { gridSize } from '../mdt/config.ts';
 import { planFromShuffle } from '../mdt/masking.ts';
 import { mdtBlock } from '../mdt/mdt-v1.ts';
-import { B } from '../mdt/trunk.ts';
+import { B, L } from '../mdt/trunk.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { f32, linearBetas } from '../mdt/diffusion/schedule.ts';
 import { guidanceWeight, type GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import { minSnrWeights } from '../mdt/diffusion/min-snr.ts';
-import { qSample, trainingLosses, type Denoiser } from '../mdt/diffusion/gaussian.ts';
-import { ddimStep, pSampleStep } from '../mdt/diffusion/sampler.ts';
+import { ddimStep, pSampleStep, qSample, trainingLosses, type Denoiser } from '../mdt/diffusion/gaussian.ts';
 import { withGuidance } from '../mdt/diffusion/cfg.ts';
+import { maskInputs, traceDenoiser } from './model-graph.ts';
+import type { TraceIO } from './trace.ts';
 import type { CaseHandler, FixtureCase, FixtureContext, Values } from './parity.ts';
 
 const SCHEDULE_TABLES = {
@@ -42,44 +45,45 @@ export async function fixturePlan(ctx: FixtureContext, c: FixtureCase, batch: nu
   return planFromShuffle(await ctx.ints(c, 'ids_shuffle'), batch, n, ctx.scalar(c, 'len_keep'));
 }
 
-/** The fixture's network: plain, or wrapped in CFG when the case gives a cfg_scale. */
-function fixtureDenoiser(ctx: FixtureContext, c: FixtureCase): Denoiser {
-  const plain: Denoiser = (x, t, y) => ctx.model.forward(ctx.params, x, t, y);
+/** The fixture's network in a trace: plain, or wrapped in CFG when the case gives a cfg_scale. */
+function fixtureDenoiser(ctx: FixtureContext, c: FixtureCase, io: TraceIO): Denoiser {
+  const plain = traceDenoiser(ctx.model, io, false);
   if (!('cfg_scale' in c.inputs)) return plain;
   return withGuidance(plain, { schedule: fixtureGuidance(ctx, c), T: diffusionSteps(ctx, c), inChannels: ctx.config.inChannels });
 }
 
-async function stepInputs(ctx: FixtureContext, c: FixtureCase) {
-  return {
-    x: (await ctx.float(c, 'x_t')) as tf.Tensor4D,
-    k: await ctx.ints(c, 'k'),
-    y: await ctx.ints(c, 'y'),
-    noise: (await ctx.float(c, 'noise')) as tf.Tensor4D,
-    tables: respacedTables(1000, String(c.params?.timestep_respacing ?? '')),
-  };
+const ints = (v: Int32Array) => tf.tensor1d(v, 'int32');
+const mean0 = (v: Tensor<readonly number[]>) => mean(v, [0]);
+
+/** The sampling-step cases' data: x, k, y (and noise when the step draws it), and the respaced tables. */
+async function stepInputs(ctx: FixtureContext, c: FixtureCase, withNoise: boolean) {
+  const data = new Map<string, tf.Tensor>([['x', await ctx.float(c, 'x_t')], ['k', ints(await ctx.ints(c, 'k'))], ['y', ints(await ctx.ints(c, 'y'))]]);
+  if (withNoise) data.set('noise', await ctx.float(c, 'noise'));
+  return { data, tables: respacedTables(1000, String(c.params?.timestep_respacing ?? '')) };
+}
+
+/** The model-input cases' data: x (or x0), steps t, and labels y where the case has them. */
+async function modelInputs(ctx: FixtureContext, c: FixtureCase, x: string): Promise<Map<string, tf.Tensor>> {
+  const data = new Map<string, tf.Tensor>([[x, await ctx.float(c, x)], ['t', ints(await ctx.ints(c, 't'))]]);
+  if ('y' in c.inputs) data.set('y', ints(await ctx.ints(c, 'y')));
+  return data;
 }
 
 export const caseHandlers: Record<string, CaseHandler> = {
   async timestep_embedding(ctx, c) {
     const t = await ctx.ints(c, 't');
     const tMlp = named('t_embedder', timestepMlp(B, ctx.config.hiddenSize));
-    return {
-      freqs: timestepFreqs(128),
-      sinusoid: timestepSinusoid(t, 256),
-      t_emb: tf.tidy(() => tMlp.apply(ctx.params, timestepFeatures(t), undefined).raw),
-    };
+    const { t_emb } = ctx.run((io) => ({ t_emb: tMlp.apply(io.params(ctx.model.params), timestepFeatures(io.data('t')), undefined) }), new Map([['t', ints(t)]]));
+    return { freqs: timestepFreqs(128), sinusoid: timestepSinusoid(t, 256), t_emb: t_emb! };
   },
   async pos_embed(ctx) {
     const table = sincos2d(ctx.config.hiddenSize, gridSize(ctx.config));
     return { sincos_f64: table, sincos: Float32Array.from(table) };
   },
   async rel_pos_index(ctx) {
-    const grid = gridSize(ctx.config);
     const prefix = ctx.config.variant === 'mdt-v2' ? 'en_inblocks.0' : 'blocks.0';
-    return {
-      relative_position_index: relPosIndex(grid),
-      bias_first_block: tf.tidy(() => gatherBias(ctx.params.get(`${prefix}.attn.rel_pos_bias.relative_position_bias_table`).raw, biasPlan(grid, null))),
-    };
+    const { bias } = ctx.run((io) => ({ bias: relPosBias(io.params(ctx.model.params).scope(`${prefix}.attn.rel_pos_bias`), ctx.config.numHeads) }), new Map());
+    return { relative_position_index: relPosIndex(gridSize(ctx.config)), bias_first_block: bias! };
   },
   async block(ctx, c) {
     const module = String(c.params?.module);
@@ -87,86 +91,73 @@ export const caseHandlers: Record<string, CaseHandler> = {
     const grid = gridSize(cfg);
     const withSkip = /^(en_outblocks|de_blocks)\./.test(module);
     const blk = cfg.variant === 'dit'
-      ? adaLNBlock(B, B as unknown as number, cfg.hiddenSize, { heads: cfg.numHeads, mlpRatio: cfg.mlpRatio, grid: null, skip: false })
+      ? adaLNBlock(B, L, cfg.hiddenSize, { heads: cfg.numHeads, mlpRatio: cfg.mlpRatio, grid: null, skip: false })
       : mdtBlock(cfg, grid, withSkip);
     const x = await ctx.float(c, 'x');
-    const cond = await ctx.float(c, 'c');
-    const skip = 'skip' in c.inputs ? await ctx.float(c, 'skip') : undefined;
     const [batch, len] = x.shape as [number, number];
-    const ids = 'ids_keep' in c.inputs ? await ctx.ints(c, 'ids_keep') : null;
-    const out = tf.tidy(() => {
-      const bias = cfg.variant === 'dit' ? null : biasPlan(grid, ids ? { ids, batch, len } : null);
-      return blk.apply(ctx.params.scope(module), wrap(x), { c: wrap(cond) as Tensor<readonly [BT, number]>, bias, ...(skip ? { skip: wrap(skip) } : {}) }).raw;
-    });
-    tf.dispose([x, cond, ...(skip ? [skip] : [])]);
-    return { out };
+    const data = new Map<string, tf.Tensor>([['x', x], ['c', await ctx.float(c, 'c')]]);
+    if ('skip' in c.inputs) data.set('skip', await ctx.float(c, 'skip'));
+    if ('ids_keep' in c.inputs) data.set('biasIndex', tf.tensor3d(keptBiasIndex(grid, await ctx.ints(c, 'ids_keep'), batch, len), [batch, len, len], 'int32'));
+    const { out } = ctx.run((io) => ({
+      out: blk.apply(io.params(ctx.model.params).scope(module), io.data('x'), {
+        c: io.data('c'),
+        ...(data.has('skip') ? { skip: io.data<readonly [typeof B, Dim, number]>('skip') } : {}),
+        ...(data.has('biasIndex') ? { biasIndex: io.data<readonly [Dim, Dim, Dim]>('biasIndex') } : {}),
+      }),
+    }), data);
+    return { out: out! };
   },
   async forward(ctx, c) {
-    const x = (await ctx.float(c, 'x')) as tf.Tensor4D;
-    const [t, y] = [await ctx.ints(c, 't'), await ctx.ints(c, 'y')];
-    const out = tf.tidy(() => ctx.model.forward(ctx.params, x, t, y));
-    x.dispose();
-    return { out };
+    return ctx.run((io) => ({ out: traceDenoiser(ctx.model, io, false)(io.data('x'), io.data('t'), io.data('y')) }), await modelInputs(ctx, c, 'x'));
   },
   async forward_masked(ctx, c) {
-    const x = (await ctx.float(c, 'x')) as tf.Tensor4D;
-    const [t, y] = [await ctx.ints(c, 't'), await ctx.ints(c, 'y')];
-    const plan = await fixturePlan(ctx, c, x.shape[0]);
-    const out = tf.tidy(() => ctx.model.forward(ctx.params, x, t, y, { mask: plan }));
-    x.dispose();
-    return { out, mask: plan.mask };
+    const data = await modelInputs(ctx, c, 'x');
+    const plan = await fixturePlan(ctx, c, data.get('x')!.shape[0]!);
+    for (const [k, v] of maskInputs(plan, gridSize(ctx.config))) data.set(k, v);
+    const { out } = ctx.run((io) => ({ out: traceDenoiser(ctx.model, io, true)(io.data('x'), io.data('t'), io.data('y')) }), data);
+    return { out: out!, mask: plan.mask };
   },
   async forward_cfg(ctx, c) {
-    const x = (await ctx.float(c, 'x')) as tf.Tensor4D;
-    const [t, y] = [await ctx.ints(c, 't'), await ctx.ints(c, 'y')];
-    const out = tf.tidy(() => fixtureDenoiser(ctx, c)(x, t, y));
-    x.dispose();
-    return { out };
+    return ctx.run((io) => ({ out: fixtureDenoiser(ctx, c, io)(io.data('x'), io.data('t'), io.data('y')) }), await modelInputs(ctx, c, 'x'));
   },
   async q_sample(ctx, c) {
-    const [x0, noise] = [(await ctx.float(c, 'x0')) as tf.Tensor4D, (await ctx.float(c, 'noise')) as tf.Tensor4D];
-    const x_t = qSample(respacedTables(1000, ''), x0, await ctx.ints(c, 't'), noise);
-    tf.dispose([x0, noise]);
-    return { x_t };
+    const data = await modelInputs(ctx, c, 'x0');
+    data.set('noise', await ctx.float(c, 'noise'));
+    return ctx.run((io) => ({ x_t: qSample(respacedTables(1000, ''), io.data('x0'), io.data('t'), io.data('noise')) }), data);
   },
   async training_losses(ctx, c) {
     const tables = respacedTables(1000, '');
-    const x0 = (await ctx.float(c, 'x0')) as tf.Tensor4D;
-    const noise = (await ctx.float(c, 'noise')) as tf.Tensor4D;
-    const [t, y] = [await ctx.ints(c, 't'), await ctx.ints(c, 'y')];
-    const minSnrGamma = ctx.config.variant === 'mdt-v2' ? 5 : undefined;
-    const out: Record<string, tf.Tensor> = {};
-    const full = trainingLosses(fixtureDenoiser(ctx, c), tables, x0, t, y, noise, { minSnrGamma });
-    Object.assign(out, { mse: full.mse, vb: full.vb, loss: full.loss });
-    full.modelOutput.dispose();
-    let total = tf.mean(full.loss);
-    if ('noise_masked' in c.inputs) {
-      const noiseMasked = (await ctx.float(c, 'noise_masked')) as tf.Tensor4D;
-      const plan = await fixturePlan(ctx, c, x0.shape[0]);
-      const masked = trainingLosses((x, tt, yy) => ctx.model.forward(ctx.params, x, tt, yy, { mask: plan }), tables, x0, t, y, noiseMasked, { minSnrGamma });
-      Object.assign(out, { m_mse: masked.mse, m_vb: masked.vb, m_loss: masked.loss });
-      masked.modelOutput.dispose();
-      const sum = tf.tidy(() => tf.add(total, tf.mean(masked.loss)));
-      tf.dispose([total, noiseMasked]);
-      total = sum;
+    const data = await modelInputs(ctx, c, 'x0');
+    data.set('noise', await ctx.float(c, 'noise'));
+    const masked = 'noise_masked' in c.inputs;
+    if (masked) {
+      data.set('noise_masked', await ctx.float(c, 'noise_masked'));
+      const plan = await fixturePlan(ctx, c, data.get('x0')!.shape[0]!);
+      for (const [k, v] of maskInputs(plan, gridSize(ctx.config))) data.set(k, v);
     }
-    out.total = total;
-    tf.dispose([x0, noise]);
-    return out;
+    const opts = ctx.config.variant === 'mdt-v2' ? { minSnrGamma: 5 } : {};
+    return ctx.run((io) => {
+      const [x0, t, y] = [io.data('x0'), io.data('t'), io.data('y')] as const;
+      const full = trainingLosses(fixtureDenoiser(ctx, c, io), tables, x0 as never, t as never, y as never, io.data('noise'), opts);
+      const out: Record<string, Tensor<readonly number[]>> = { mse: full.mse, vb: full.vb, loss: full.loss, total: mean0(full.loss) };
+      if (!masked) return out;
+      const m = trainingLosses(traceDenoiser(ctx.model, io, true), tables, x0 as never, t as never, y as never, io.data('noise_masked'), opts);
+      return { ...out, m_mse: m.mse, m_vb: m.vb, m_loss: m.loss, total: add(out.total!, mean0(m.loss)) };
+    }, data);
   },
   async p_sample_step(ctx, c) {
-    const { x, k, y, noise, tables } = await stepInputs(ctx, c);
-    const r = pSampleStep(fixtureDenoiser(ctx, c), tables, x, k, y, noise);
-    r.modelOutput.dispose();
-    tf.dispose([x, noise]);
-    return { x_prev: r.xPrev, mean: r.mean, log_variance: r.logVariance, pred_xstart: r.predXstart };
+    const { data, tables } = await stepInputs(ctx, c, true);
+    return ctx.run((io) => {
+      const r = pSampleStep(fixtureDenoiser(ctx, c, io), tables, io.data('x'), io.data('k'), io.data('y'), io.data('noise'));
+      return { x_prev: r.xPrev, mean: r.mean, log_variance: r.logVariance, pred_xstart: r.predXstart };
+    }, data);
   },
   async ddim_step(ctx, c) {
-    const { x, k, y, noise, tables } = await stepInputs(ctx, c);
-    const r = ddimStep(fixtureDenoiser(ctx, c), tables, x, k, y, noise, 0);
-    r.modelOutput.dispose();
-    tf.dispose([x, noise]);
-    return { x_prev: r.xPrev, pred_xstart: r.predXstart };
+    const { data, tables } = await stepInputs(ctx, c, false);
+    return ctx.run((io) => {
+      const r = ddimStep(fixtureDenoiser(ctx, c, io), tables, io.data('x'), io.data('k'), io.data('y'), null, 0);
+      return { x_prev: r.xPrev, pred_xstart: r.predXstart };
+    }, data);
   },
   async schedule(_ctx, c) {
     const tables = respacedTables(1000, String(c.params?.timestep_respacing ?? ''));

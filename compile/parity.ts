@@ -7,12 +7,14 @@ import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openSafetensors, readSafetensors, type StFile, type StTensor } from '../dsl/safetensors.ts';
-import { paramView, type ParamView } from '../dsl/param.ts';
 import { configFromJson, type ModelConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
 import { paramsFromStateDict } from './weights.ts';
 import { caseHandlers } from './parity-cases.ts';
+import { specsOf, trace, type Program } from './trace.ts';
+import { optimize } from './pipeline.ts';
+import { lower } from './execute.ts';
 
 export interface FixtureCase {
   readonly name: string;
@@ -35,7 +37,9 @@ export interface FixtureContext {
   readonly config: ModelConfig;
   readonly json: Record<string, unknown>;
   readonly model: DiffusionModel;
-  readonly params: ParamView;
+  readonly weights: ReadonlyMap<string, tf.Tensor>;
+  /** Compiles `program` (the optimised pipeline) and runs it on the weights plus `data`, which it disposes. */
+  run(program: Program, data: ReadonlyMap<string, tf.Tensor>): Record<string, tf.Tensor>;
   tensor(c: FixtureCase, arg: string): Promise<StTensor>;
   float(c: FixtureCase, arg: string): Promise<tf.Tensor>;
   ints(c: FixtureCase, arg: string): Promise<Int32Array>;
@@ -91,8 +95,16 @@ async function loadContext(dir: string, cases: StFile): Promise<FixtureContext> 
     return k;
   };
   const ctx: FixtureContext = {
-    dir, config, json, model,
-    params: paramView(weights),
+    dir, config, json, model, weights,
+    run(program, data) {
+      const exe = lower(optimize(trace(program, specsOf(data))));
+      try {
+        return Object.fromEntries(exe.run(new Map([...weights, ...data])));
+      } finally {
+        exe.dispose();
+        tf.dispose([...data.values()]);
+      }
+    },
     tensor: (c, arg) => cases.read(key(c, arg)),
     async float(c, arg) {
       const t = await ctx.tensor(c, arg);

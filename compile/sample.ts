@@ -1,16 +1,17 @@
 /**
  * The sampling graph: no masking and no side-interpolater (the decoder position embedding
- * is added instead). Train-only parameters are not even handed to it.
+ * is added instead); train-only parameters are not inputs of it. One sampling step — the
+ * (guided) network and the DDPM or DDIM update — is one executable, run K times.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Key } from '../dsl/random.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
-import { ddimSampleLoop, pSampleLoop } from '../mdt/diffusion/sampler.ts';
-import { withGuidance } from '../mdt/diffusion/cfg.ts';
+import { noiseFromKey, type NoiseSource } from '../mdt/diffusion/sampler.ts';
 import type { GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
-import type { Denoiser } from '../mdt/diffusion/gaussian.ts';
-import { denoiserOf } from './train.ts';
+import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
+import { jit, type Jitted } from './trace.ts';
+import { needsStepNoise, stepProgram, type StepOptions } from './model-graph.ts';
 
 export interface SamplerOptions {
   /** Respacing: "250" (DDPM default), "ddim25", "25,25", … */
@@ -27,8 +28,7 @@ export interface SamplerOptions {
 export interface Sampler {
   /** Samples one image per label; the result is the caller's, (B, C, H, W). */
   sample(labels: Int32Array, key: Key, progress?: (done: number, total: number) => void): tf.Tensor4D;
-  /** The guided or plain network this sampler calls (for custom loops such as inpainting). */
-  readonly denoiser: Denoiser;
+  dispose(): void;
 }
 
 /** Only what inference reads: drops train-only parameters (side block, mask token). */
@@ -36,30 +36,87 @@ export function inferenceParams(model: DiffusionModel, values: ReadonlyMap<strin
   return new Map([...values].filter(([k]) => model.params[k] !== undefined && !model.params[k]!.trainOnly));
 }
 
+/** One step's tensors: x_k → x_{k−1}; `extra` adds inputs of the step's graph (inpainting's plan). */
+export type StepRunner = (x: tf.Tensor4D, k: number, extra?: ReadonlyMap<string, tf.Tensor>) => tf.Tensor4D;
+
+/** A sampling step compiled per shape signature (stepProgram), on the weights it reads. */
+export interface CompiledStep {
+  readonly step: Jitted;
+  readonly options: StepOptions;
+  readonly weights: ReadonlyMap<string, tf.Tensor>;
+}
+
+export function compileStep(model: DiffusionModel, values: ReadonlyMap<string, tf.Tensor>, tables: DiffusionTables, options: StepOptions): CompiledStep {
+  return { step: jit(stepProgram(model, tables, options)), options, weights: options.masked ? values : inferenceParams(model, values) };
+}
+
+/**
+ * The step for one batch: labels `y` (B rows, CFG's null rows included), noise for step k from
+ * `noise`. The runner never disposes x.
+ */
+export function stepRunner({ step, options: o, weights }: CompiledStep, y: Int32Array, noise: NoiseSource): { run: StepRunner; dispose(): void } {
+  const labels = tf.tensor1d(y, 'int32');
+  return {
+    run(x, k, extra = new Map()) {
+      const ks = tf.fill([y.length], k, 'int32');
+      const n = x.size;
+      const data = new Map<string, tf.Tensor>([...weights, ...extra, ['x', x], ['k', ks], ['y', labels]]);
+      if (needsStepNoise(o)) data.set('noise', tf.tensor4d(noise.step(k, n), x.shape));
+      try {
+        return step(data).get('x') as tf.Tensor4D;
+      } finally {
+        ks.dispose();
+        data.get('noise')?.dispose();
+      }
+    },
+    dispose() {
+      labels.dispose();
+    },
+  };
+}
+
+/** x_T of `shape` from `noise`, then every step K−1 … 0 of `tables`; x_0 is the caller's. */
+export function sampleLoop(run: StepRunner, tables: DiffusionTables, shape: [number, number, number, number], noise: NoiseSource, progress?: (done: number, total: number) => void): tf.Tensor4D {
+  let x = tf.tensor4d(noise.initial(shape.reduce((a, b) => a * b, 1)), shape);
+  try {
+    for (let k = tables.T - 1; k >= 0; k--) {
+      const next = run(x, k);
+      x.dispose();
+      x = next;
+      progress?.(tables.T - k, tables.T);
+    }
+  } catch (err) {
+    x.dispose();
+    throw err;
+  }
+  return x;
+}
+
 export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string, tf.Tensor>, opts: SamplerOptions): Sampler {
   const c = model.config;
   const T = opts.diffusionSteps ?? 1000;
   const tables = respacedTables(T, opts.steps);
-  const plain = denoiserOf(model, inferenceParams(model, values));
-  const guided = opts.guidance === null
-    ? plain
-    : withGuidance(plain, { schedule: opts.guidance, channels: opts.guideChannels ?? 'first3', T, inChannels: c.inChannels });
+  const guidance = opts.guidance === null ? null : { schedule: opts.guidance, channels: opts.guideChannels ?? 'first3', T, inChannels: c.inChannels };
+  const compiled = compileStep(model, values, tables, { sampler: opts.sampler, eta: opts.eta ?? 0, guidance });
   return {
-    denoiser: guided,
     sample(labels, key, progress) {
       for (const y of labels) if (!(Number.isInteger(y) && y >= 0 && y < c.numClasses)) throw new Error(`sample: class ${y} is out of range [0, ${c.numClasses - 1}]`);
       const b = labels.length;
-      // CFG runs 2B rows: [labels; null], the wrapper keeps both halves' inputs identical.
-      const y = opts.guidance === null ? labels : Int32Array.from([...labels, ...new Array<number>(b).fill(c.numClasses)]);
+      // CFG runs 2B rows: [labels; null], the guided step keeps both halves' inputs identical.
+      const y = guidance === null ? labels : Int32Array.from([...labels, ...new Array<number>(b).fill(c.numClasses)]);
       const shape: [number, number, number, number] = [y.length, c.inChannels, c.inputSize, c.inputSize];
-      const loopOpts = progress ? { progress } : {};
-      const out = opts.sampler === 'ddim'
-        ? ddimSampleLoop(guided, tables, shape, y, key, { ...loopOpts, eta: opts.eta ?? 0 })
-        : pSampleLoop(guided, tables, shape, y, key, loopOpts);
-      if (opts.guidance === null) return out;
-      const first = tf.slice(out, [0, 0, 0, 0], [b, -1, -1, -1]);
-      out.dispose();
-      return first;
+      const noise = noiseFromKey(key);
+      const runner = stepRunner(compiled, y, noise);
+      try {
+        const out = sampleLoop(runner.run, tables, shape, noise, progress);
+        if (guidance === null) return out;
+        const first = tf.slice(out, [0, 0, 0, 0], [b, -1, -1, -1]);
+        out.dispose();
+        return first;
+      } finally {
+        runner.dispose();
+      }
     },
+    dispose: () => compiled.step.dispose(),
   };
 }

@@ -1,18 +1,20 @@
 /**
  * The training graph: masking and the side-interpolater are in it. One step = the MDT
  * objective (full branch + masked branch on the same x0 and t, each with its own noise and
- * label dropout), gradients, the optimizer update and the EMA update, in one tidy scope.
+ * label dropout), gradients, the optimizer update and the EMA update.
  */
 import * as tf from '@tensorflow/tfjs';
 import { bernoulli, foldIn, normal, randint, uniform, type Key } from '../dsl/random.ts';
-import { paramView } from '../dsl/param.ts';
 import { gridSize, type ModelConfig } from '../mdt/config.ts';
 import { lenKeepV1, lenKeepV2, randomMasking, ratioV2, type MaskPlan } from '../mdt/masking.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
 import { dropLabels } from '../layers/embedders.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
-import { trainingLosses, type Denoiser } from '../mdt/diffusion/gaussian.ts';
 import { createEma, createOptimizer, type Optimizer, type OptimizerConfig } from './optim.ts';
+import { jit, type Jitted } from './trace.ts';
+import { trainingReport } from './pipeline.ts';
+import { gradName } from './autodiff.ts';
+import { branchProgram, maskInputs } from './model-graph.ts';
 
 export interface TrainOptions {
   readonly optimizer: OptimizerConfig;
@@ -58,14 +60,6 @@ export function stepMaskPlan(c: ModelConfig, batch: number, key: Key): MaskPlan 
   return randomMasking(foldIn(key, 1), batch, n, lenKeep);
 }
 
-/** The network with the given parameter values, as the diffusion sees it. */
-export function denoiserOf(model: DiffusionModel, values: ReadonlyMap<string, tf.Tensor>, mask: MaskPlan | null = null): Denoiser {
-  const p = paramView(values);
-  return (x, t, y) => model.forward(p, x, t, y, { mask });
-}
-
-let trainerCount = 0;
-
 /** The entries of `from` for exactly the keys of `like`, or an error naming what is missing. */
 function pick(like: ReadonlyMap<string, tf.Tensor>, from: ReadonlyMap<string, tf.Tensor>, what: string): Map<string, tf.Tensor> {
   const missing = [...like.keys()].filter((k) => !from.has(k));
@@ -73,6 +67,13 @@ function pick(like: ReadonlyMap<string, tf.Tensor>, from: ReadonlyMap<string, tf
   return new Map([...like.keys()].map((k) => [k, from.get(k)!]));
 }
 
+/**
+ * The training step as compiled graphs: each branch (full; masked with its plan) is traced at
+ * the batch's shapes, differentiated on the IR and lowered once per shape signature (MDTv2's
+ * kept-token count gets one executable per length). The branches run one after the other, so
+ * only one branch's activations are alive at a time; their gradients are summed, then the
+ * optimizer and the EMA update run on the parameter tensors.
+ */
 export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<string, tf.Tensor>, opts: TrainOptions): Trainer {
   const c = model.config;
   const tables = respacedTables(opts.diffusionSteps ?? 1000, '');
@@ -80,20 +81,41 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
   const minSnrGamma = c.variant === 'mdt-v2' ? 5 : undefined;
   const params = new Map<string, tf.Tensor>();
   const trainable = new Map<string, tf.Variable>();
-  // tfjs variable names are global: prefix them per trainer, and map gradients back to paths.
-  const scope = `trainer${++trainerCount}/`;
   for (const [path, spec] of Object.entries(model.params)) {
     const v = initial.get(path);
     if (v === undefined) throw new Error(`compileTraining: no value for parameter ${path}`);
     if (spec.trainable) {
-      const variable = tf.variable(v.clone(), true, scope + path);
+      // Unnamed variables: tfjs's variable names are global, two trainers must not collide.
+      const variable = tf.variable(v.clone(), true);
       trainable.set(path, variable);
       params.set(path, variable);
     } else params.set(path, v.clone());
   }
+  const wrt = [...trainable.keys()];
+  const branch = (isMasked: boolean): Jitted =>
+    jit(branchProgram(model, tables, { masked: isMasked, ...(minSnrGamma === undefined ? {} : { minSnrGamma }) }), (g) => trainingReport(g, 'loss', wrt).graph);
+  const full = branch(false);
+  const maskedBranch = masked ? branch(true) : null;
   const optimizer = createOptimizer(opts.optimizer);
   const ema = createEma(opts.resume ? pick(trainable, opts.resume.ema, 'EMA') : trainable, opts.emaDecay);
   if (opts.resume) optimizer.restore(opts.resume.optimizerStep, opts.resume.optimizerSlots);
+
+  /** Runs one branch; its three losses go to `parts`, its gradients are added into `grads`. */
+  const runBranch = (exe: Jitted, data: Map<string, tf.Tensor>, parts: tf.Tensor[], grads: Map<string, tf.Tensor>) => {
+    const out = exe(new Map([...params, ...data]));
+    tf.dispose([...data.values()]);
+    parts.push(out.get('loss')!, out.get('mse')!, out.get('vb')!);
+    for (const path of wrt) {
+      const g = out.get(gradName(path));
+      if (g === undefined) continue;
+      const prev = grads.get(path);
+      if (prev === undefined) grads.set(path, g);
+      else {
+        grads.set(path, tf.add(prev, g));
+        tf.dispose([prev, g]);
+      }
+    }
+  };
 
   return {
     model,
@@ -108,47 +130,31 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
       const yFull = dropLabels(y, bernoulli(foldIn(key, 1), batch, c.classDropoutProb), c.numClasses);
       const yMasked = dropLabels(y, bernoulli(foldIn(key, 2), batch, c.classDropoutProb), c.numClasses);
       const plan = masked ? stepMaskPlan(c, batch, foldIn(key, 3)) : null;
-      const stats = tf.tidy(() => {
-        const vars = [...trainable.values()];
-        // Each branch's gradients are taken on their own: the tape keeps every activation and
-        // every intermediate gradient of a backward pass alive until it ends, so one pass over
-        // both branches needs about twice the memory (MDT-S/2 at batch 8 then exceeds wasm's
-        // 4 GB heap). The sum of the two is the gradient of loss + m_loss.
-        const branch = (mask: MaskPlan | null, labels: Int32Array, noise: tf.Tensor4D) => {
-          let parts: tf.Tensor[] = [];
-          const { value, grads } = tf.variableGrads(() => {
-            tf.dispose(parts);
-            const l = trainingLosses(denoiserOf(model, params, mask), tables, x0, t, labels, noise, { minSnrGamma });
-            parts = [tf.mean(l.loss), tf.mean(l.mse), tf.mean(l.vb)].map((p) => tf.keep(p));
-            return tf.mean(l.loss) as tf.Scalar;
-          }, vars);
-          value.dispose();
-          return { parts, grads };
-        };
-        const full = branch(null, yFull, tf.tensor4d(normal(foldIn(key, 4), n), x0.shape));
-        const grads = new Map(Object.entries(full.grads).map(([name, g]) => [name.slice(scope.length), g]));
-        const parts = [...full.parts];
-        if (plan) {
-          const m = branch(plan, yMasked, tf.tensor4d(normal(foldIn(key, 5), n), x0.shape));
-          for (const [name, g] of Object.entries(m.grads)) {
-            const path = name.slice(scope.length);
-            const prev = grads.get(path);
-            grads.set(path, prev === undefined ? g : tf.add(prev, g));
-          }
-          parts.push(...m.parts);
-        }
+      const data = (labels: Int32Array, noiseKey: Key) => new Map<string, tf.Tensor>([
+        ['x0', x0.clone()],
+        ['t', tf.tensor1d(t, 'int32')],
+        ['y', tf.tensor1d(labels, 'int32')],
+        ['noise', tf.tensor4d(normal(noiseKey, n), x0.shape)],
+      ]);
+      const parts: tf.Tensor[] = [];
+      const grads = new Map<string, tf.Tensor>();
+      runBranch(full, data(yFull, foldIn(key, 4)), parts, grads);
+      if (plan && maskedBranch) runBranch(maskedBranch, new Map([...data(yMasked, foldIn(key, 5)), ...maskInputs(plan, gridSize(c))]), parts, grads);
+      // The optimizer consumes the gradients.
+      tf.tidy(() => {
         optimizer.apply(trainable, grads);
         ema.update(trainable);
-        const packed = tf.stack(parts);
-        tf.dispose(parts);
-        return packed;
       });
-      const v = await stats.data();
-      stats.dispose();
+      const packed = tf.stack(parts);
+      tf.dispose(parts);
+      const v = await packed.data();
+      packed.dispose();
       const out: StepLosses = { loss: v[0]!, mse: v[1]!, vb: v[2]! };
       return masked ? { ...out, m_loss: v[3]!, m_mse: v[4]!, m_vb: v[5]!, lenKeep: plan!.lenKeep } : out;
     },
     dispose() {
+      full.dispose();
+      maskedBranch?.dispose();
       optimizer.dispose();
       ema.dispose();
       for (const v of params.values()) v.dispose();

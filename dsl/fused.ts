@@ -68,6 +68,30 @@ export function normalizeGrad(dy: tf.Tensor, y: tf.Tensor, r: tf.Tensor): tf.Ten
   return tf.mul(tf.sub(tf.sub(dy, tf.mean(dy, axis, true)), proj), r);
 }
 
+/** x as (1, rows, D), the form lnModulate takes, with a zero modulation for it: (1, D). */
+function asModulated(x: tf.Tensor): { rows: tf.Tensor; none: tf.Tensor } {
+  const d = x.shape[x.rank - 1]!;
+  return { rows: tf.reshape(x, [1, -1, d]), none: tf.zeros([1, d]) };
+}
+
+/** LayerNorm over the last axis without affine parameters: one pass where the fused kernel runs. */
+export function layerNorm(x: tf.Tensor, eps: number): tf.Tensor {
+  if (!hasKernel(FUSED.lnModulate)) return normalize(x, eps).y;
+  const { rows, none } = asModulated(x);
+  return tf.reshape(lnModulate(rows, none, none, eps).z, x.shape);
+}
+
+/** dx of layerNorm from dy; with the fused kernels, the statistics pass and the gradient pass. */
+export function layerNormGrad(dy: tf.Tensor, x: tf.Tensor, eps: number): tf.Tensor {
+  if (!hasKernel(FUSED.lnModulateGrad)) {
+    const { y, r } = normalize(x, eps);
+    return normalizeGrad(dy, y, r);
+  }
+  const { rows, none } = asModulated(x);
+  const [dx] = lnModulateGrad(tf.reshape(dy, rows.shape), lnModulate(rows, none, none, eps).saved);
+  return tf.reshape(dx, x.shape);
+}
+
 /** What the backward pass of lnModulate needs besides dz. */
 export interface LnSaved {
   readonly x: tf.Tensor;

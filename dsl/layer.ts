@@ -62,9 +62,15 @@ export function seq<const Ls extends readonly [AnyLayer, ...AnyLayer[]]>(...laye
   } as Layer<InOf<Ls[0]>, OutOf<LastOf<Ls>>, CtxOf<Ls[0]>>;
 }
 
-/** Puts a layer's parameters under `name.` (`attn` → `attn.qkv.weight`). */
+/** Puts a layer's parameters under `name.` (`attn` → `attn.qkv.weight`) and its nodes in module `name`. */
 export function named<In extends Shape, Out extends Shape, Ctx>(name: string, l: Layer<In, Out, Ctx>): Layer<In, Out, Ctx> {
-  return { inShape: l.inShape, outShape: l.outShape, params: prefixDecls(name, l.params), apply: (p, x, ctx) => l.apply(p.scope(name), x, ctx) };
+  return {
+    inShape: l.inShape,
+    outShape: l.outShape,
+    params: prefixDecls(name, l.params),
+    // The graph records the module path too: per-module FLOPs and fusion reports read it.
+    apply: (p, x, ctx) => x.graph.scoped(name, () => l.apply(p.scope(name), x, ctx)),
+  };
 }
 
 /** Layers `name.0 … name.{n-1}`, for stacks whose members are called one by one (skips, stages). */

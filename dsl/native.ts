@@ -351,9 +351,9 @@ export function rowKernels(): RowKernels | null {
 }
 
 /**
- * tf.fused.matMul with a bias of one value per output column and no activation (linear
- * layers, dsl/matmul.ts): the bias is added by the product itself while each block of the
- * output is in cache. Anything else goes to the kernel this one replaced.
+ * tf.fused.matMul with a bias of one value per output column and no activation (the IR's
+ * `linear`, compile/lowering.ts): the bias is added by the product itself while each block of
+ * the output is in cache. Anything else goes to the kernel this one replaced.
  */
 function fusedMatMulKernel(addon: Addon, previous: tf.KernelFunc): tf.KernelFunc {
   return (args) => {

@@ -1,27 +1,48 @@
 /**
- * Typed ops. Positions that must agree with an earlier argument use `NoInfer`, so a mismatch
- * is reported at the wrong argument ("Type '15' is not assignable to type '16'").
- * Every op here has a gradient on every backend (see dsl/kernels.ts for the wasm additions),
- * and products are written as plain 2-D matmuls, the form all backends run fastest.
+ * Typed ops: each records IR primitives (compile/primitives.ts) into the graph its inputs
+ * belong to. Positions that must agree with an earlier argument use `NoInfer`, so a mismatch
+ * is reported at the wrong argument ("Type '15' is not assignable to type '16'"). Models are
+ * written with these in reference form (as the official PyTorch code reads); which kernels
+ * run is decided by compile/'s rewrite rules and lowering, never here.
  */
-import * as tf from '@tensorflow/tfjs';
 import type { Broadcast, Dim, Mul, Numel, Shape, ShapeError } from './shape.ts';
-import { wrap, type Tensor } from './tensor.ts';
-import { customOp, linear2d, linearBackward, linearForward, matmul2d, sumRows, type Piece } from './matmul.ts';
-import { gelu, geluGrad, lnModulate, lnModulateGrad, normalize, normalizeGrad, type LnSaved } from './fused.ts';
+import { tensorOf, type Tensor } from './tensor.ts';
+import type { Attrs, DType, GraphBuilder } from '../compile/ir.ts';
 
-type Last<S extends Shape> = S extends readonly [...Shape, infer L] ? L : never;
-type Init<S extends Shape> = S extends readonly [...infer I extends Shape, Dim] ? I : never;
+type AnyTensor = Tensor<Shape>;
+
+function graphOf(...ts: AnyTensor[]): GraphBuilder {
+  const g = ts[0]!.graph;
+  if (ts.some((t) => t.graph !== g)) throw new Error('ops: tensors from two different traces cannot be combined');
+  return g;
+}
+
+/** Records `op` on `ins`; the result's type is the caller's claim, its shape the primitive's inference. */
+function prim<S extends Shape>(op: string, ins: AnyTensor[], attrs: Attrs = {}): Tensor<S> {
+  const g = graphOf(...ins);
+  return tensorOf<S>(g, g.emit(op, ins.map((t) => t.id), attrs));
+}
+
+/** A constant in `like`'s graph: a scalar (broadcasts), or values of a given shape. */
+export function constant<const S extends Shape>(like: AnyTensor, values: number | Float32Array | Int32Array, shape: S = [] as unknown as S, dtype: DType = 'float32'): Tensor<S> {
+  return tensorOf<S>(like.graph, like.graph.constant(values, shape, dtype));
+}
+
+/** A named data input of a trace (x, t, y, noise, mask-plan indices). */
+export function dataInput<const S extends Shape>(graph: GraphBuilder, name: string, shape: S, dtype: DType = 'float32'): Tensor<S> {
+  return tensorOf<S>(graph, graph.input(name, 'data', shape, dtype));
+}
+
+const rows = (s: readonly number[]) => s.slice(0, -1).reduce((a, b) => a * b, 1);
 
 /** x @ w for a rank-2 `w`: contracts x's last dim with w's first. */
 export function matmul<const S extends Shape, K extends Dim, N extends Dim>(
   x: Tensor<readonly [...S, K]>,
   w: Tensor<readonly [NoInfer<K>, N]>,
 ): Tensor<readonly [...S, N]> {
-  const k = x.raw.shape[x.raw.rank - 1]!;
-  const lead = x.raw.shape.slice(0, -1);
-  const y = matmul2d(tf.reshape(x.raw, [-1, k]) as tf.Tensor2D, w.raw as tf.Tensor2D);
-  return wrap(tf.reshape(y, [...lead, w.raw.shape[1]!]));
+  const flat = reshapeTo(x, [rows(x.shape), x.shape[x.shape.length - 1]!]);
+  const y = prim('matmul', [flat, w], { transposeA: false, transposeB: false });
+  return reshapeTo(y, [...x.shape.slice(0, -1), w.shape[1]!]);
 }
 
 /** PyTorch's nn.Linear: y = x·Wᵀ + b with W stored (out, in), as in official state dicts. */
@@ -30,144 +51,115 @@ export function linear<const S extends Shape, I extends Dim, O extends Dim>(
   weight: Tensor<readonly [O, NoInfer<I>]>,
   bias?: Tensor<readonly [NoInfer<O>]>,
 ): Tensor<readonly [...S, O]> {
-  const i = x.raw.shape[x.raw.rank - 1]!;
-  const lead = x.raw.shape.slice(0, -1);
-  const y = linear2d(tf.reshape(x.raw, [-1, i]) as tf.Tensor2D, weight.raw as tf.Tensor2D, bias?.raw as tf.Tensor1D | undefined);
-  return wrap(tf.reshape(y, [...lead, weight.raw.shape[0]!]));
+  const flat = reshapeTo(x, [rows(x.shape), x.shape[x.shape.length - 1]!]);
+  const y = prim<Shape>('matmul', [flat, weight], { transposeA: false, transposeB: true });
+  return reshapeTo(bias === undefined ? y : prim('add', [y, bias]), [...x.shape.slice(0, -1), weight.shape[0]!]);
+}
+
+/**
+ * Batched product over leading axes: a (..., M, K) · b (..., K, N), or with `transposeB`
+ * a · bᵀ for b (..., N, K) — attention's q·kᵀ.
+ */
+export function batchMatmul<const S extends Shape, M extends Dim, K extends Dim, N extends Dim>(
+  a: Tensor<readonly [...S, M, K]>,
+  b: Tensor<readonly [...S, NoInfer<K>, N]>,
+): Tensor<readonly [...S, M, N]>;
+export function batchMatmul<const S extends Shape, M extends Dim, K extends Dim, N extends Dim>(
+  a: Tensor<readonly [...S, M, K]>,
+  b: Tensor<readonly [...S, N, NoInfer<K>]>,
+  transposeB: true,
+): Tensor<readonly [...S, M, N]>;
+export function batchMatmul(a: AnyTensor, b: AnyTensor, transposeB = false): AnyTensor {
+  return prim('matmul', [a, b], { transposeA: false, transposeB });
 }
 
 export function add<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return wrap(tf.add(a.raw, b.raw));
+  return prim('add', [a, b]);
 }
 export function sub<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return wrap(tf.sub(a.raw, b.raw));
+  return prim('sub', [a, b]);
 }
 export function mul<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return wrap(tf.mul(a.raw, b.raw));
+  return prim('mul', [a, b]);
 }
+export function div<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
+  return prim('div', [a, b]);
+}
+export function maximum<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
+  return prim('maximum', [a, b]);
+}
+export function less<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
+  return prim('less', [a, b]);
+}
+export function greater<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
+  return prim('greater', [a, b]);
+}
+/** cond ? a : b elementwise (cond is a bool tensor from `less`/`greater`). */
+export function where<const S extends Shape>(cond: AnyTensor, a: Tensor<S>, b: AnyTensor): Tensor<S> {
+  return prim('where', [cond, a, b]);
+}
+/** a·s for a number s. */
 export function scale<const S extends Shape>(a: Tensor<S>, s: number): Tensor<S> {
-  return wrap(tf.mul(a.raw, s));
+  return prim('mul', [a, constant(a, s)]);
+}
+/** a + s for a number s. */
+export function shift<const S extends Shape>(a: Tensor<S>, s: number): Tensor<S> {
+  return prim('add', [a, constant(a, s)]);
 }
 
-// d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
-const siluOp = customOp<(x: tf.Tensor) => tf.Tensor>({
-  forward: (x) => {
-    const s = tf.sigmoid(x);
-    return { value: tf.mul(x, s), saved: [x, s] };
-  },
-  backward: (dy, [x, s]) => [tf.mul(dy, tf.mul(s!, tf.add(tf.mul(x!, tf.sub(1, s!)), 1)))],
-});
+const unary = (op: string) => <const S extends Shape>(x: Tensor<S>): Tensor<S> => prim(op, [x]);
+export const neg = unary('neg');
+export const exp = unary('exp');
+export const log = unary('log');
+export const sqrt = unary('sqrt');
+export const rsqrt = unary('rsqrt');
+export const tanh = unary('tanh');
+export const sigmoid = unary('sigmoid');
+export const cos = unary('cos');
+export const sin = unary('sin');
+export const square = unary('square');
+/** An identity whose gradient is zero (PyTorch's `detach`). */
+export const stopGradient = unary('stop_gradient');
 
+export function cast<const S extends Shape>(x: Tensor<S>, dtype: DType): Tensor<S> {
+  return prim('cast', [x], { dtype });
+}
+
+/** x·σ(x). */
 export function silu<const S extends Shape>(x: Tensor<S>): Tensor<S> {
-  return wrap(siluOp(x.raw));
+  return mul(x, sigmoid(x)) as unknown as Tensor<S>;
 }
 
-const geluOp = customOp<(x: tf.Tensor) => tf.Tensor>({
-  forward: (x) => ({ value: gelu(x), saved: [x] }),
-  backward: (dy, [x]) => [geluGrad(dy, x!)],
-});
-
-/** GELU, tanh approximation (PyTorch `approximate="tanh"`), the form DiT/MDT use. */
+/** GELU, tanh approximation (PyTorch `approximate="tanh"`): ½x(1 + tanh(√(2/π)(x + 0.044715x³))). */
 export function geluTanh<const S extends Shape>(x: Tensor<S>): Tensor<S> {
-  return wrap(geluOp(x.raw));
+  const inner = scale(add(x, scale(mul(x, mul(x, x)), 0.044715)), Math.sqrt(2 / Math.PI));
+  return mul(scale(x, 0.5), shift(tanh(inner), 1)) as unknown as Tensor<S>;
 }
 
-/**
- * timm's Mlp on the last axis: (x, fc1 weight, fc1 bias, fc2 weight, fc2 bias) → fc2(GELU(fc1(x))).
- * As one piece, the hidden activations (4× the width) are kept once, as fc1's output and its
- * GELU, and their gradients are freed as soon as the MLP's backward is done.
- */
-export const mlpPiece: Piece = {
-  forward: (x, w1, b1, w2, b2) => {
-    const rows = tf.reshape(x!, [-1, x!.shape[x!.rank - 1]!]) as tf.Tensor2D;
-    const h = linearForward(rows, w1 as tf.Tensor2D, b1 as tf.Tensor1D);
-    const g = gelu(h) as tf.Tensor2D;
-    const y = linearForward(g, w2 as tf.Tensor2D, b2 as tf.Tensor1D);
-    return { value: tf.reshape(y, x!.shape), saved: [rows, w1!, w2!, h, g] };
-  },
-  backward: (dy, [rows, w1, w2, h, g]) => {
-    const [dg, dw2, db2] = linearBackward(tf.reshape(dy, [-1, dy.shape[dy.rank - 1]!]) as tf.Tensor2D, g as tf.Tensor2D, w2 as tf.Tensor2D, true);
-    const [dx, dw1, db1] = linearBackward(geluGrad(dg!, h!) as tf.Tensor2D, rows as tf.Tensor2D, w1 as tf.Tensor2D, true);
-    return [tf.reshape(dx!, dy.shape), dw1!, db1!, dw2!, db2!];
-  },
-};
+/** Σ over `axes`. */
+export function sum<const S extends Shape>(x: Tensor<S>, axes: readonly number[], keepDims = false): Tensor<Shape> {
+  return prim('sum', [x], { axes: [...axes], keepDims });
+}
+
+/** Mean over `axes`. */
+export function mean<const S extends Shape>(x: Tensor<S>, axes: readonly number[], keepDims = false): Tensor<Shape> {
+  const count = axes.reduce((a, i) => a * x.shape[i < 0 ? i + x.shape.length : i]!, 1);
+  return scale(sum(x, axes, keepDims), 1 / count);
+}
 
 /** Softmax over the last axis. */
 export function softmax<const S extends Shape>(x: Tensor<S>): Tensor<S> {
-  return wrap(tf.softmax(x.raw));
+  return prim('softmax', [x]);
 }
-
-function layerNormOp(eps: number) {
-  return customOp<(x: tf.Tensor) => tf.Tensor>({
-    forward: (x) => {
-      const { y, r } = normalize(x, eps);
-      return { value: y, saved: [y, r] };
-    },
-    backward: (dy, [y, r]) => [normalizeGrad(dy, y!, r!)],
-  });
-}
-
-const lnSaved = ([x, mean, rstd, scale]: tf.Tensor[]): LnSaved => ({ x: x!, mean: mean!, rstd: rstd!, scale: scale! });
-
-/**
- * LN(x)·(1 + scale) + shift with per-row-group (shift, scale): x is (G, L, D) and they are
- * (G, D), broadcast over L (adaLN's modulate). The gradients of shift and scale are sums over L.
- */
-function layerNormModulateOp(eps: number) {
-  return customOp<(x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor) => tf.Tensor>({
-    forward: (x, shift, scale) => {
-      const { z, saved } = lnModulate(x!, shift!, scale!, eps);
-      return { value: z, saved: [saved.x, saved.mean, saved.rstd, saved.scale] };
-    },
-    backward: (dz, saved) => lnModulateGrad(dz, lnSaved(saved)),
-  });
-}
-
-/**
- * adaLN-Zero's residual branch x + gate·inner(modulate(LN(x), shift, scale)) as one piece:
- * inputs x (G, L, D), shift, scale, gate (G, D), then `inner`'s own inputs after its first.
- * Keeps LN(x), the modulation and inner's output (for the gate's gradient); nothing of the
- * branch's glue reaches the tape.
- */
-export function adaLNResidual(inner: Piece, eps: number): Piece {
-  const LN_SAVED = 4;
-  return {
-    forward: (x, shift, scale, gate, ...rest) => {
-      const ln = lnModulate(x!, shift!, scale!, eps);
-      const h = inner.forward(ln.z, ...rest);
-      const g = tf.expandDims(gate!, 1);
-      return { value: tf.add(x!, tf.mul(g, h.value)), saved: [ln.saved.x, ln.saved.mean, ln.saved.rstd, ln.saved.scale, g, h.value, ...h.saved] };
-    },
-    backward: (dy, saved) => {
-      const [g, h] = saved.slice(LN_SAVED, LN_SAVED + 2) as [tf.Tensor, tf.Tensor];
-      const [dz, ...dRest] = inner.backward(tf.mul(dy, g), saved.slice(LN_SAVED + 2));
-      // The skip connection's gradient dy joins dx inside the LayerNorm's backward.
-      const [dx, dShift, dScale] = lnModulateGrad(dz!, lnSaved(saved.slice(0, LN_SAVED)), dy);
-      return [dx, dShift, dScale, sumRows(tf.mul(dy, h), 1), ...dRest];
-    },
-  };
-}
-
-const lnOps = new Map<number, ReturnType<typeof layerNormOp>>();
-const lnModOps = new Map<number, ReturnType<typeof layerNormModulateOp>>();
 
 /** LayerNorm over the last axis without affine parameters (biased variance). */
 export function layerNorm<const S extends Shape>(x: Tensor<S>, eps: number): Tensor<S> {
-  let op = lnOps.get(eps);
-  if (op === undefined) lnOps.set(eps, (op = layerNormOp(eps)));
-  return wrap(op(x.raw));
+  return prim('layer_norm', [x], { eps });
 }
 
-/** modulate(LN(x), shift, scale) = LN(x)·(1 + scale) + shift, per sample, broadcast over tokens. */
-export function layerNormModulate<G extends Dim, L extends Dim, D extends Dim>(
-  x: Tensor<readonly [G, L, D]>,
-  shift: Tensor<readonly [G, NoInfer<D>]>,
-  scale: Tensor<readonly [G, NoInfer<D>]>,
-  eps: number,
-): Tensor<readonly [G, L, D]> {
-  let op = lnModOps.get(eps);
-  if (op === undefined) lnModOps.set(eps, (op = layerNormModulateOp(eps)));
-  return wrap(op(x.raw, shift.raw, scale.raw));
+/** Reshape to sizes known only as numbers (internal: the typed `reshape` checks counts in types). */
+function reshapeTo<S extends Shape>(x: AnyTensor, shape: readonly number[]): Tensor<S> {
+  return prim('reshape', [x], { shape: [...shape] });
 }
 
 /** Reshape; a wrong element count is a compile error when both shapes are small literals. */
@@ -175,19 +167,19 @@ export function reshape<const S extends Shape, const T extends Shape>(
   x: Tensor<S>,
   shape: Numel<S> extends Numel<T> ? T : number extends Numel<S> | Numel<T> ? T : ShapeError<`reshape changes the element count: ${Numel<S> & number} vs ${Numel<T> & number}`>,
 ): Tensor<T> {
-  const target = shape as unknown as readonly number[];
-  const from = x.raw.size;
-  const to = target.reduce((a, b) => a * b, 1);
-  if (from !== to) throw new Error(`reshape: [${x.raw.shape.join(', ')}] has ${from} elements, target [${target.join(', ')}] has ${to}`);
-  return wrap(tf.reshape(x.raw, target as number[]));
+  return reshapeTo(x, shape as unknown as readonly number[]);
 }
 
 type Permute<S extends Shape, P extends readonly number[]> = { -readonly [K in keyof P]: S[P[K] & number] };
 /** Permutes axes: output axis i is input axis perm[i]. */
 export function transpose<const S extends Shape, const P extends readonly number[]>(x: Tensor<S>, perm: P): Tensor<Permute<S, P>> {
-  return wrap(tf.transpose(x.raw, perm as unknown as number[]));
+  return prim('transpose', [x], { perm: [...perm] });
 }
 
+/** Repeats size-1 axes (and prepends axes) to reach `shape`. */
+export function broadcastTo<const T extends Shape>(x: AnyTensor, shape: T): Tensor<T> {
+  return prim('broadcast_to', [x], { shape: [...shape] });
+}
 
 type AddDims<X, Y> = [X, Y] extends [infer P extends number, infer Q extends number] ? LenAdd<P, Q> : number;
 type LenAdd<P extends number, Q extends number> = number extends P | Q ? number : [...TupleOf<P>, ...TupleOf<Q>]['length'] & number;
@@ -195,24 +187,49 @@ type TupleOf<N extends number, Acc extends unknown[] = []> = Acc['length'] exten
 
 /** Concatenates two tensors along the last axis (all other dims must agree). */
 export function concatLast<const S extends Shape, X extends Dim, Y extends Dim>(a: Tensor<readonly [...S, X]>, b: Tensor<readonly [...S, Y]>): Tensor<readonly [...S, AddDims<X, Y>]> {
-  return wrap(tf.concat([a.raw, b.raw], a.raw.rank - 1));
+  return prim('concat', [a, b], { axis: a.shape.length - 1 });
+}
+
+/** Concatenates along `axis` (all other dims must agree). */
+export function concat(xs: readonly AnyTensor[], axis: number): AnyTensor {
+  return prim('concat', [...xs], { axis });
+}
+
+/** The box [begin, begin + size) of x. */
+export function slice(x: AnyTensor, begin: readonly number[], size: readonly number[]): AnyTensor {
+  return prim('slice', [x], { begin: [...begin], size: [...size] });
+}
+
+/** Splits `axis` into `n` equal chunks (PyTorch's `chunk`). */
+export function chunk<const S extends Shape>(x: Tensor<S>, n: number, axis: number): Tensor<Shape>[] {
+  const size = x.shape[axis]!;
+  if (size % n !== 0) throw new Error(`chunk: axis ${axis} of size ${size} does not split into ${n} equal chunks`);
+  const part = size / n;
+  return Array.from({ length: n }, (_, i) => slice(x, x.shape.map((_, a) => (a === axis ? i * part : 0)), x.shape.map((d, a) => (a === axis ? part : d))));
 }
 
 /** Splits the last axis into `n` equal chunks of size `size` (n·size must equal the axis). */
 export function chunkLast<const S extends Shape, N extends number, C extends Dim>(x: Tensor<readonly [...S, Dim]>, n: N, size: C): Tensor<readonly [...S, C]>[] {
-  const last = x.raw.shape[x.raw.rank - 1]!;
+  const last = x.shape[x.shape.length - 1]!;
   if (n * size !== last) throw new Error(`chunkLast: ${n} chunks of ${size} do not cover the last axis of size ${last}`);
-  return tf.split(x.raw, n, x.raw.rank - 1).map((t) => wrap<readonly [...S, C]>(t));
+  return chunk(x, n, x.shape.length - 1) as Tensor<readonly [...S, C]>[];
 }
 
 /** Inserts a size-1 axis. */
-export function expandDims<const S extends Shape, const A extends number>(x: Tensor<S>, axis: A): Tensor<Shape> {
-  return wrap(tf.expandDims(x.raw, axis));
+export function expandDims<const S extends Shape>(x: Tensor<S>, axis: number): Tensor<Shape> {
+  const s = [...x.shape];
+  s.splice(axis < 0 ? s.length + 1 + axis : axis, 0, 1);
+  return reshapeTo(x, s);
 }
 
 /** Rows of a table picked by an int32 index tensor: table[idx] with shape [...idx, D]. */
 export function gatherRows<const I extends Shape, R extends Dim, D extends Dim>(table: Tensor<readonly [R, D]>, idx: Tensor<I>): Tensor<readonly [...I, D]> {
-  return wrap(tf.gather(table.raw, idx.raw as tf.Tensor, 0));
+  return prim('gather', [table, idx]);
+}
+
+/** Conv2d on NHWC maps with an HWIO filter; `pads` (top, bottom, left, right). */
+export function conv2dNhwc(x: AnyTensor, filter: AnyTensor, stride: number, pads: readonly [number, number, number, number]): Tensor<readonly [Dim, Dim, Dim, Dim]> {
+  return prim('conv2d', [x, filter], { stride, pads: [...pads] });
 }
 
 /**
@@ -224,10 +241,9 @@ export function patchify<B extends Dim, C extends Dim, G extends number, P exten
   grid: G,
   patch: P,
 ): Tensor<readonly [B, Mul<G, G>, Mul<C, Mul<P, P>>]> {
-  const [b, c] = x.raw.shape as [number, number];
-  const t = tf.reshape(x.raw, [b, c, grid, patch, grid, patch]);
-  const perm = tf.transpose(t, [0, 2, 4, 1, 3, 5]);
-  return wrap(tf.reshape(perm, [b, grid * grid, c * patch * patch]));
+  const [b, c] = x.shape as unknown as [number, number];
+  const t = reshapeTo(x, [b, c, grid, patch, grid, patch]);
+  return reshapeTo(transpose(t, [0, 2, 4, 1, 3, 5]), [b, grid * grid, c * patch * patch]);
 }
 
 /**
@@ -240,8 +256,7 @@ export function unpatchify<B extends Dim, C extends number, G extends number, P 
   patch: P,
   channels: C,
 ): Tensor<readonly [B, C, Mul<G, P>, Mul<G, P>]> {
-  const b = x.raw.shape[0]!;
-  const t = tf.reshape(x.raw, [b, grid, grid, patch, patch, channels]);
-  const perm = tf.transpose(t, [0, 5, 1, 3, 2, 4]);
-  return wrap(tf.reshape(perm, [b, channels, grid * patch, grid * patch]));
+  const b = x.shape[0] as number;
+  const t = reshapeTo(x, [b, grid, grid, patch, patch, channels]);
+  return reshapeTo(transpose(t, [0, 5, 1, 3, 2, 4]), [b, channels, grid * patch, grid * patch]);
 }

@@ -2,9 +2,9 @@
  * Parameter declarations. A layer says what it needs (path, shape, dtype, initialiser,
  * trainable, persistent); it never creates tfjs variables — compile/ does, from these.
  */
-import * as tf from '@tensorflow/tfjs';
 import type { Shape } from './shape.ts';
-import { wrap, type Tensor } from './tensor.ts';
+import { tensorOf, type Tensor } from './tensor.ts';
+import type { GraphBuilder } from '../compile/ir.ts';
 
 export type Init =
   | { readonly kind: 'zeros' }
@@ -55,22 +55,27 @@ export function markTrainOnly(decls: ParamDecls): ParamDecls {
   return Object.fromEntries(Object.entries(decls).map(([k, v]) => [k, { ...v, trainOnly: true }]));
 }
 
-/** Read access to parameter values, scoped to a layer's prefix. */
+/** Read access to parameters, scoped to a layer's prefix: each read is a named graph input. */
 export interface ParamView {
   get<S extends Shape>(name: string): Tensor<S>;
   scope(name: string): ParamView;
 }
 
-export function paramView(values: ReadonlyMap<string, tf.Tensor>, prefix = ''): ParamView {
+/**
+ * Parameters as inputs of the graph being traced: the first read of a path declares it, so a
+ * graph's parameter inputs are exactly what it reads (the sampling graph never sees the side
+ * block or the mask token). `available` narrows what may be read (inference weights only).
+ */
+export function paramView(graph: GraphBuilder, decls: ParamDecls, available: (path: string) => boolean = () => true, prefix = ''): ParamView {
   return {
     get<S extends Shape>(name: string): Tensor<S> {
       const path = prefix + name;
-      const t = values.get(path);
-      if (t === undefined) throw new Error(`parameter ${path} is not available in this graph`);
-      return wrap<S>(t);
+      const spec = decls[path];
+      if (spec === undefined || !available(path)) throw new Error(`parameter ${path} is not available in this graph`);
+      return tensorOf<S>(graph, graph.input(path, 'param', spec.shape, spec.dtype));
     },
     scope(name: string): ParamView {
-      return paramView(values, `${prefix}${name}.`);
+      return paramView(graph, decls, available, `${prefix}${name}.`);
     },
   };
 }

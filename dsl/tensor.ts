@@ -1,33 +1,30 @@
-import * as tf from '@tensorflow/tfjs';
 import { checkShape, type Bindings, type Shape } from './shape.ts';
+import type { DType, GraphBuilder } from '../compile/ir.ts';
 
 /**
- * A typed view over a tf.Tensor: the shape lives in the type (`S`) and in the value
- * (`shape`, the concrete sizes). Typed ops take and return these; `raw` is the tfjs tensor.
+ * A typed value of a traced program: the shape lives in the type (`S`) and in the value
+ * (`shape`, the concrete sizes of this trace). Typed ops record primitives into `graph`
+ * (compile/ir.ts); compile/ turns the graph into an executable. A tensor never holds data.
  */
 export interface Tensor<S extends Shape> {
-  readonly raw: tf.Tensor;
   readonly shape: S;
+  readonly dtype: DType;
+  /** The node of `graph` that computes it. */
+  readonly id: number;
+  readonly graph: GraphBuilder;
 }
 
-/** Wraps a raw tensor whose shape an op has already established. Internal to the DSL's ops. */
-export function wrap<S extends Shape>(raw: tf.Tensor): Tensor<S> {
-  return { raw, shape: raw.shape as unknown as S };
+/** The tensor a node of `graph` computes. Internal to the DSL's ops. */
+export function tensorOf<S extends Shape>(graph: GraphBuilder, id: number): Tensor<S> {
+  const n = graph.node(id);
+  return { shape: n.shape as unknown as S, dtype: n.dtype, id, graph };
 }
 
 /**
- * The one escape hatch: asserts that `t` has the declared shape, checking it at run time
+ * The one escape hatch: asserts that `t` has the declared shape, checking it at trace time
  * (symbolic dims bind against `bindings` and each other).
  */
-export function unsafeCast<const S extends Shape>(t: tf.Tensor | Tensor<Shape>, declared: S, what = 'unsafeCast', bindings: Bindings = {}): Tensor<S> {
-  const raw = t instanceof tf.Tensor ? t : t.raw;
-  checkShape(what, raw.shape, declared, bindings);
-  return wrap<S>(raw);
-}
-
-export function dispose(...ts: ReadonlyArray<Tensor<Shape> | tf.Tensor | undefined>): void {
-  for (const t of ts) {
-    if (t === undefined) continue;
-    (t instanceof tf.Tensor ? t : t.raw).dispose();
-  }
+export function unsafeCast<const S extends Shape>(t: Tensor<Shape>, declared: S, what = 'unsafeCast', bindings: Bindings = {}): Tensor<S> {
+  checkShape(what, t.shape, declared, bindings);
+  return t as unknown as Tensor<S>;
 }

@@ -8,7 +8,7 @@ import { linear } from '../layers/linear.ts';
 import { gelu } from '../layers/activations.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
-import { formatSummary, summary } from '../mdt/summary.ts';
+import { formatSummary, summary } from '../compile/summary.ts';
 
 // 1. Variants of the paper's model are configs: a deeper decoder, a higher mask ratio, one more block.
 const base = namedConfig('MDT-S/2');

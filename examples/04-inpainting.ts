@@ -14,7 +14,7 @@ import { buildModel } from '../mdt/model.ts';
 import type { ModelConfig } from '../mdt/config.ts';
 import { loadBuiltinDataset } from '../mdt/data/builtin.ts';
 import { resizeTo } from '../mdt/data/resize.ts';
-import { inpaint } from '../mdt/inpaint.ts';
+import { inpaint } from '../compile/inpaint.ts';
 import { imageGrid, writePng } from '../mdt/viz/png.ts';
 
 const runDir = process.argv[2] ?? 'runs/notebooks/02/MDT-S_2';

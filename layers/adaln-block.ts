@@ -1,11 +1,9 @@
 /** The adaLN-Zero transformer block (DiT), with MDT's relative bias and MDTv2's skip input. */
-import * as tf from '@tensorflow/tfjs';
 import type { Dim, Sym } from '../dsl/shape.ts';
 import { layer, named, type Layer } from '../dsl/layer.ts';
 import { mergeDecls, prefixDecls, type ParamDecls, type ParamView } from '../dsl/param.ts';
-import { adaLNResidual, chunkLast, concatLast, layerNormModulate, linear as linearOp, mlpPiece, silu } from '../dsl/ops.ts';
-import { attentionLayout, customOp } from '../dsl/matmul.ts';
-import { wrap, type Tensor } from '../dsl/tensor.ts';
+import { add, chunkLast, concatLast, expandDims, layerNorm, linear as linearOp, mul, shift, silu } from '../dsl/ops.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 import { linear, zeros } from './linear.ts';
 import { mlp } from './mlp.ts';
 import { attention, type AttnCtx } from './attention.ts';
@@ -30,6 +28,16 @@ export function adaLNDecls(dim: number, n: number): ParamDecls {
   return prefixDecls('adaLN_modulation.1', linear([] as const, dim, n * dim, zeros).params);
 }
 
+/** modulate(x, shift, scale) = x·(1 + scale.unsqueeze(1)) + shift.unsqueeze(1). */
+export function modulate<L extends Dim, D extends Dim>(x: Tensor<readonly [B, L, D]>, shiftBy: Tensor<readonly [B, D]>, scaleBy: Tensor<readonly [B, D]>): Tensor<readonly [B, L, D]> {
+  return add(mul(x, shift(expandDims(scaleBy, 1), 1)), expandDims(shiftBy, 1)) as unknown as Tensor<readonly [B, L, D]>;
+}
+
+/** x + gate.unsqueeze(1)·y: the gated residual of adaLN-Zero. */
+function gated<L extends Dim, D extends Dim>(x: Tensor<readonly [B, L, D]>, gate: Tensor<readonly [B, D]>, y: Tensor<readonly [B, L, D]>): Tensor<readonly [B, L, D]> {
+  return add(x, mul(expandDims(gate, 1), y)) as unknown as Tensor<readonly [B, L, D]>;
+}
+
 export interface BlockOptions {
   readonly heads: number;
   readonly mlpRatio: number;
@@ -39,26 +47,13 @@ export interface BlockOptions {
   readonly skip: boolean;
 }
 
-type Branch = (x: tf.Tensor, shift: tf.Tensor, scale: tf.Tensor, gate: tf.Tensor, ...inner: tf.Tensor[]) => tf.Tensor;
-
-// Shared by every block: the MLP branch depends on nothing but its inputs.
-const mlpBranch = customOp<Branch>(adaLNResidual(mlpPiece, LN_EPS));
-const MLP_PARAMS = ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'];
-
 /**
  * x ← x + gate_msa·Attn(modulate(LN(x), shift_msa, scale_msa))
  * x ← x + gate_mlp·MLP(modulate(LN(x), shift_mlp, scale_mlp))
  * with (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp) from adaLN(c), in that order.
- * Each line runs as one fused op with a hand-written gradient (adaLNResidual).
  */
 export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o: BlockOptions): Layer<readonly [B, L, D], readonly [B, L, D], BlockCtx<D>> {
-  const attnLayer = attention(b, len, dim, o.heads, o.grid);
-  const attn = named('attn', attnLayer);
-  const attnBranch = {
-    'token-major': customOp<Branch>(adaLNResidual(attnLayer.pieces['token-major'], LN_EPS)),
-    'batch-major': customOp<Branch>(adaLNResidual(attnLayer.pieces['batch-major'], LN_EPS)),
-  };
-  // The MLP's parameters as layers/mlp.ts declares them; the branch runs them as mlpPiece.
+  const attn = named('attn', attention(b, len, dim, o.heads, o.grid));
   const ff = named('mlp', mlp([b, len] as const, dim, Math.round(dim * o.mlpRatio)));
   const skipLinear = o.skip ? named('skip_linear', linear([b, len] as const, (2 * dim) as Dim, dim)) : null;
   const params = mergeDecls(attn.params, ff.params, adaLNDecls(dim, 6), skipLinear ? skipLinear.params : {});
@@ -68,11 +63,9 @@ export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o
       if (!ctx.skip) throw new Error('adaLNBlock: this block has skip_linear but no skip input was given');
       x = skipLinear.apply(p, concatLast(x, ctx.skip as Tensor<readonly [B, L, D]>) as unknown as Tensor<readonly [B, L, Dim]>, undefined);
     }
-    const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 6, dim).map((t) => t.raw);
-    const layout = attentionLayout();
-    const afterAttn = attnBranch[layout.name](x.raw, shiftMsa!, scaleMsa!, gateMsa!, ...attnLayer.inputs(p.scope('attn'), ctx, layout));
-    const ffp = p.scope('mlp');
-    return wrap(mlpBranch(afterAttn, shiftMlp!, scaleMlp!, gateMlp!, ...MLP_PARAMS.map((n) => ffp.get(n).raw)));
+    const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 6, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
+    x = gated(x, gateMsa, attn.apply(p, modulate(layerNorm(x, LN_EPS), shiftMsa, scaleMsa), ctx));
+    return gated(x, gateMlp, ff.apply(p, modulate(layerNorm(x, LN_EPS), shiftMlp, scaleMlp), undefined));
   });
 }
 
@@ -80,7 +73,7 @@ export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o
 export function finalLayer<L extends Dim, D extends Dim, O extends Dim>(b: B, len: L, dim: D, out: O): Layer<readonly [B, L, D], readonly [B, L, O], { readonly c: Tensor<readonly [B, D]> }> {
   const proj = named('linear', linear([b, len] as const, dim, out, zeros));
   return layer([b, len, dim] as const, [b, len, out] as const, mergeDecls(proj.params, adaLNDecls(dim, 2)), (p, x, ctx) => {
-    const [shift, scale] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 2, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
-    return proj.apply(p, layerNormModulate(x, shift, scale, LN_EPS), undefined);
+    const [shiftBy, scaleBy] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 2, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
+    return proj.apply(p, modulate(layerNorm(x, LN_EPS), shiftBy, scaleBy), undefined);
   });
 }

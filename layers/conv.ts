@@ -1,13 +1,14 @@
 /**
- * Conv2d with PyTorch's weight layout (out, in, kh, kw) and nearest ×2 up-sampling. Tensors are
- * NCHW at the API, as in PyTorch; `layout: 'NHWC'` runs the same layer on channels-last tensors,
- * which is what tf.conv2d takes, so a network that stays NHWC inside transposes only at its ends.
+ * Conv2d with PyTorch's weight layout (out, in, kh, kw) and nearest ×2 up-sampling, in reference
+ * form on the DSL's ops. Tensors are NCHW at the API, as in PyTorch; `layout: 'NHWC'` runs the
+ * same layer on channels-last tensors, which is what the conv2d primitive takes, so a network
+ * that stays NHWC inside transposes only at its ends.
  */
-import * as tf from '@tensorflow/tfjs';
 import { checkShape, sym, type Dim, type Sym } from '../dsl/shape.ts';
 import { layer, type Layer } from '../dsl/layer.ts';
+import { add, broadcastTo, conv2dNhwc, reshape, transpose } from '../dsl/ops.ts';
 import { param, type ParamDecls } from '../dsl/param.ts';
-import { wrap, type Tensor } from '../dsl/tensor.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 import { xavier, zeros } from './linear.ts';
 
 export type B = Sym<'B'>;
@@ -35,24 +36,24 @@ function padSides(padding: Padding): readonly [number, number, number, number] {
   return sides;
 }
 
-export function toNhwc(x: tf.Tensor): tf.Tensor4D {
-  return tf.transpose(x, [0, 2, 3, 1]) as tf.Tensor4D;
+/** NCHW → NHWC. */
+export function toNhwc(x: Tensor<Maps>): Tensor<Maps> {
+  return transpose(x, [0, 2, 3, 1]) as unknown as Tensor<Maps>;
 }
 
-export function toNchw(x: tf.Tensor): tf.Tensor4D {
-  return tf.transpose(x, [0, 3, 1, 2]) as tf.Tensor4D;
+/** NHWC → NCHW. */
+export function toNchw(x: Tensor<Maps>): Tensor<Maps> {
+  return transpose(x, [0, 3, 1, 2]) as unknown as Tensor<Maps>;
 }
 
-/** Conv on NHWC `x` with a PyTorch (out, in, kh, kw) weight and an (out) bias. */
-export function conv2dNhwc(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, stride = 1, padding: Padding = 0): tf.Tensor4D {
+/**
+ * F.conv2d on NHWC `x` with a PyTorch (out, in, kh, kw) weight and an (out) bias: the weight is
+ * permuted to the primitive's (kh, kw, in, out) in the graph, the bias added to the channels.
+ */
+export function conv2dTorchWeight(x: Tensor<Maps>, weight: Tensor<readonly Dim[]>, bias: Tensor<readonly [Dim]>, stride = 1, padding: Padding = 0): Tensor<Maps> {
   const [left, right, top, bottom] = padSides(padding);
-  return tf.tidy(() => tf.fused.conv2d({
-    x,
-    filter: tf.transpose(weight, [2, 3, 1, 0]) as tf.Tensor4D,
-    strides: stride,
-    pad: [[0, 0], [top, bottom], [left, right], [0, 0]],
-    bias,
-  }));
+  const filter = transpose(weight, [2, 3, 1, 0]);
+  return add(conv2dNhwc(x, filter, stride, [top, bottom, left, right]), bias) as unknown as Tensor<Maps>;
 }
 
 /** Parameters of nn.Conv2d(in, out, k): `weight` (out, in, k, k), `bias` (out); Xavier-uniform over the receptive field, zero bias. */
@@ -80,17 +81,21 @@ export function conv2d(spec: Conv2dSpec): Layer<Maps, Maps> {
   const inShape = (layout === 'NCHW' ? [b, inChannels, h, w] : [b, h, w, inChannels]) as Maps;
   const outShape = (layout === 'NCHW' ? [b, outChannels, ho, wo] : [b, ho, wo, outChannels]) as Maps;
   return layer(inShape, outShape, conv2dDecls(inChannels, outChannels, kernel), (p, x) => {
-    checkShape(`conv2d(${inChannels}→${outChannels}, ${kernel}×${kernel}) input (${layout})`, x.raw.shape, inShape);
-    const wt = p.get('weight').raw;
-    const bias = p.get('bias').raw;
-    if (layout === 'NHWC') return wrap<Maps>(conv2dNhwc(x.raw as tf.Tensor4D, wt, bias, stride, padding));
-    return wrap<Maps>(toNchw(conv2dNhwc(toNhwc(x.raw), wt, bias, stride, padding)));
+    checkShape(`conv2d(${inChannels}→${outChannels}, ${kernel}×${kernel}) input (${layout})`, x.shape, inShape);
+    const conv = (t: Tensor<Maps>) => conv2dTorchWeight(t, p.get('weight'), p.get('bias'), stride, padding);
+    return layout === 'NHWC' ? conv(x) : toNchw(conv(toNhwc(x)));
   });
 }
 
-/** Nearest-neighbour ×2 up-sampling (F.interpolate(scale_factor=2, mode="nearest")): out[i, j] = in[⌊i/2⌋, ⌊j/2⌋]. */
+/**
+ * Nearest-neighbour ×2 up-sampling (F.interpolate(scale_factor=2, mode="nearest")):
+ * out[i, j] = in[⌊i/2⌋, ⌊j/2⌋], as each pixel broadcast into a 2×2 block.
+ */
 export function upsampleNearest2x(x: Tensor<Maps>, layout: Layout = 'NCHW'): Tensor<Maps> {
-  // tfjs's kernel (no corner alignment, no half-pixel centres) samples in[⌊i·in/out⌋], exactly ⌊i/2⌋ here.
-  const up = (t: tf.Tensor4D) => tf.image.resizeNearestNeighbor(t, [2 * t.shape[1], 2 * t.shape[2]]);
-  return wrap<Maps>(layout === 'NHWC' ? up(x.raw as tf.Tensor4D) : tf.tidy(() => toNchw(up(toNhwc(x.raw)))));
+  const up = (t: Tensor<Maps>): Tensor<Maps> => {
+    const [n, h, w, c] = t.shape;
+    const cells = broadcastTo(reshape(t, [n, h, 1, w, 1, c]), [n, h, 2, w, 2, c]);
+    return reshape(cells, [n, 2 * h, 2 * w, c]) as unknown as Tensor<Maps>;
+  };
+  return layout === 'NHWC' ? up(x) : toNchw(up(toNhwc(x)));
 }

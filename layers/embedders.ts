@@ -1,13 +1,12 @@
 /** DiT's input embedders: patch, timestep, label. */
-import * as tf from '@tensorflow/tfjs';
 import type { Dim, Mul, Sym } from '../dsl/shape.ts';
 import { named, seq, layer, type Layer } from '../dsl/layer.ts';
 import { param } from '../dsl/param.ts';
-import { gatherRows, linear as linearOp, patchify } from '../dsl/ops.ts';
-import { wrap, type Tensor } from '../dsl/tensor.ts';
+import { cast, concatLast, constant, cos, gatherRows, linear as linearOp, mul, patchify, reshape, sin } from '../dsl/ops.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 import { linear, normal, xavier } from './linear.ts';
 import { siluLayer } from './activations.ts';
-import { timestepSinusoid } from './sincos.ts';
+import { timestepFreqs } from './sincos.ts';
 
 export type B = Sym<'B'>;
 
@@ -23,7 +22,7 @@ export function patchEmbed<C extends Dim, G extends number, P extends number, D 
     'proj.weight': param([dim, channels, patch, patch], xavier(channels * patch * patch, dim)),
     'proj.bias': param([dim], { kind: 'zeros' }),
   }, (p, x) => {
-    const w = wrap<readonly [D, Mul<C, Mul<P, P>>]>(tf.reshape(p.get('proj.weight').raw, [dim, channels * patch * patch]));
+    const w = reshape(p.get<readonly [number, number, number, number]>('proj.weight'), [dim, channels * patch * patch] as const) as unknown as Tensor<readonly [D, Mul<C, Mul<P, P>>]>;
     return linearOp(patchify(x, grid, patch), w, p.get<readonly [D]>('proj.bias')) as unknown as Tensor<readonly [B, Mul<G, G>, D]>;
   });
 }
@@ -40,9 +39,11 @@ export function timestepMlp<D extends Dim>(b: B, dim: D): Layer<readonly [B, typ
   );
 }
 
-/** The sinusoid for integer (original) diffusion steps, as a (B, 256) tensor. */
-export function timestepFeatures(t: ArrayLike<number>): Tensor<readonly [B, typeof TIMESTEP_FREQ_DIM]> {
-  return wrap(tf.tensor2d(timestepSinusoid(t, TIMESTEP_FREQ_DIM), [t.length, TIMESTEP_FREQ_DIM]));
+/** DiT's `timestep_embedding`: [cos(t·f), sin(t·f)] for int32 steps t (B), frequencies folded to a constant; (B, 256). */
+export function timestepFeatures(t: Tensor<readonly [B]>): Tensor<readonly [B, typeof TIMESTEP_FREQ_DIM]> {
+  const half = TIMESTEP_FREQ_DIM / 2;
+  const args = mul(reshape(cast(t, 'float32'), [t.shape[0], 1] as const), constant(t, timestepFreqs(half), [1, half] as const));
+  return concatLast(cos(args), sin(args)) as unknown as Tensor<readonly [B, typeof TIMESTEP_FREQ_DIM]>;
 }
 
 /** `y_embedder.embedding_table`: (classes + 1, D); the last row is the null class for CFG. */

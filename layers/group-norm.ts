@@ -1,9 +1,9 @@
-/** nn.GroupNorm(groups, channels, eps, affine=True) on NCHW or NHWC feature maps. */
-import * as tf from '@tensorflow/tfjs';
-import { checkShape, sym } from '../dsl/shape.ts';
+/** nn.GroupNorm(groups, channels, eps, affine=True) on NCHW or NHWC feature maps, in reference form. */
+import { checkShape, sym, type Dim } from '../dsl/shape.ts';
 import { layer, type Layer } from '../dsl/layer.ts';
+import { add, broadcastTo, mean, mul, reshape, rsqrt, shift, square, sub } from '../dsl/ops.ts';
 import { param, type ParamDecls } from '../dsl/param.ts';
-import { wrap } from '../dsl/tensor.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 import { zeros } from './linear.ts';
 import type { B, Layout, Maps } from './conv.ts';
 
@@ -11,35 +11,42 @@ import type { B, Layout, Maps } from './conv.ts';
 export const GROUP_NORM_EPS = 1e-6;
 
 /**
- * Normalises each (sample, group) over its channels and positions with the biased variance,
- * then applies the per-channel affine map, as torch.nn.functional.group_norm. Two passes (mean,
- * then the mean of squared deviations), so a large mean costs no precision.
+ * torch.nn.functional.group_norm: each (sample, group) is normalised over its channels and
+ * positions with the biased variance, then the per-channel affine map is applied. Two passes
+ * (the mean, then the mean of squared deviations), so a large mean costs no precision.
  */
-export function groupNormRaw(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, groups: number, eps: number, layout: Layout): tf.Tensor4D {
-  return tf.tidy(() => (layout === 'NCHW' ? groupNormNchw(x, weight, bias, groups, eps) : groupNormNhwc(x, weight, bias, groups, eps)));
+export function groupNormOp(x: Tensor<Maps>, weight: Tensor<readonly [Dim]>, bias: Tensor<readonly [Dim]>, groups: number, eps: number, layout: Layout): Tensor<Maps> {
+  return layout === 'NCHW' ? groupNormNchw(x, weight, bias, groups, eps) : groupNormNhwc(x, weight, bias, groups, eps);
 }
 
-// A group is contiguous here, so both reductions run over the innermost axis.
-function groupNormNchw(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, groups: number, eps: number): tf.Tensor4D {
+// A group is contiguous here: (N, G, C/G·H·W), both statistics over the last axis.
+function groupNormNchw(x: Tensor<Maps>, weight: Tensor<readonly [Dim]>, bias: Tensor<readonly [Dim]>, groups: number, eps: number): Tensor<Maps> {
   const [n, c, h, w] = x.shape;
-  const g = tf.reshape(x, [n, groups, (c / groups) * h * w]);
-  const { mean, variance } = tf.moments(g, 2, true);
-  const normed = tf.reshape(tf.mul(tf.sub(g, mean), tf.rsqrt(tf.add(variance, eps))), x.shape);
-  return tf.add(tf.mul(normed, tf.reshape(weight, [1, c, 1, 1])), tf.reshape(bias, [1, c, 1, 1]));
+  const g: Tensor<readonly Dim[]> = reshape(x, [n, groups, (c / groups) * h * w]);
+  const centered: Tensor<readonly Dim[]> = sub(g, mean(g, [2], true));
+  const variance = mean(square(centered), [2], true);
+  const normed: Tensor<readonly Dim[]> = reshape(mul(centered, rsqrt(shift(variance, eps))), [n, c, h, w]);
+  return add(mul(normed, reshape(weight, [1, c, 1, 1])), reshape(bias, [1, c, 1, 1])) as unknown as Tensor<Maps>;
 }
 
-// Channels-last, a group is strided over positions; reducing it in one step makes tfjs transpose
-// the whole map around each moment. Averaging positions per channel first, then channels per group,
-// is the same mean; the affine map folds into one per-channel scale on the centred values.
-function groupNormNhwc(x: tf.Tensor4D, weight: tf.Tensor, bias: tf.Tensor, groups: number, eps: number): tf.Tensor4D {
+/**
+ * Channels-last, a group is strided over the positions of (N, H·W, C). A group's mean is the
+ * mean over its channels of the per-channel means over positions (equal counts), taken back to
+ * one value per channel (N, 1, C): the full maps are then only ever reduced over their leading
+ * position axis and combined with per-channel rows, the forms kernels run well.
+ */
+function groupNormNhwc(x: Tensor<Maps>, weight: Tensor<readonly [Dim]>, bias: Tensor<readonly [Dim]>, groups: number, eps: number): Tensor<Maps> {
   const [n, h, w, c] = x.shape;
   const per = c / groups;
-  const flat = tf.reshape(x, [n, h * w, c]);
-  const groupMean = (t: tf.Tensor) => tf.mean(tf.reshape(tf.mean(t, 1), [n, groups, per]), 2, true);
-  const perChannel = (t: tf.Tensor) => tf.reshape(tf.broadcastTo(t, [n, groups, per]), [n, 1, c]);
-  const centered = tf.sub(flat, perChannel(groupMean(flat)));
-  const scale = tf.mul(perChannel(tf.rsqrt(tf.add(groupMean(tf.square(centered)), eps))), weight);
-  return tf.reshape(tf.add(tf.mul(centered, scale), bias), x.shape);
+  const flat: Tensor<readonly Dim[]> = reshape(x, [n, h * w, c]);
+  const groupMean = (t: Tensor<readonly Dim[]>): Tensor<readonly Dim[]> => {
+    const perGroup = mean(reshape(mean(t, [1]), [n, groups, per]), [2], true);
+    return reshape(broadcastTo(perGroup, [n, groups, per]), [n, 1, c]);
+  };
+  const centered: Tensor<readonly Dim[]> = sub(flat, groupMean(flat));
+  const variance = groupMean(square(centered));
+  const normed: Tensor<readonly Dim[]> = mul(centered, rsqrt(shift(variance, eps)));
+  return reshape(add(mul(normed, weight), bias), [n, h, w, c]) as unknown as Tensor<Maps>;
 }
 
 export function groupNormDecls(channels: number): ParamDecls {
@@ -57,7 +64,7 @@ export function groupNorm(channels: number, groups: number, eps = GROUP_NORM_EPS
   const b = sym('B') as B;
   const shape = (layout === 'NCHW' ? [b, channels, sym('H'), sym('W')] : [b, sym('H'), sym('W'), channels]) as Maps;
   return layer(shape, shape, groupNormDecls(channels), (p, x) => {
-    checkShape(`groupNorm(${groups} groups, ${channels} channels) input (${layout})`, x.raw.shape, shape);
-    return wrap<Maps>(groupNormRaw(x.raw as tf.Tensor4D, p.get('weight').raw, p.get('bias').raw, groups, eps, layout));
+    checkShape(`groupNorm(${groups} groups, ${channels} channels) input (${layout})`, x.shape, shape);
+    return groupNormOp(x, p.get('weight'), p.get('bias'), groups, eps, layout);
   });
 }

@@ -1,5 +1,8 @@
 /** BEiT-style relative position bias, as MDT uses it (one learned table per block). */
-import * as tf from '@tensorflow/tfjs';
+import { param, type ParamDecls, type ParamView } from '../dsl/param.ts';
+import { gatherRows, reshape, transpose } from '../dsl/ops.ts';
+import type { Dim } from '../dsl/shape.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 
 /** Rows of the bias table for an h×h grid: (2h−1)² offsets plus BEiT's 3 unused cls rows. */
 export function relPosTableRows(grid: number): number {
@@ -20,24 +23,10 @@ export function relPosIndex(grid: number): Int32Array {
   return out;
 }
 
-/**
- * Which table rows each attention logit reads, as plain indices (no tensors: a plan can be
- * built anywhere and outlive any tidy scope). `rows` 1: the full grid, one (N, N) pattern
- * shared by the batch. Otherwise one (L, L) pattern per sample from its kept original token
- * ids: the kept tokens carry their grid positions through the gather.
- */
-export interface BiasPlan {
-  readonly rows: number;
-  readonly len: number;
-  /** The bias-table row of each logit, (rows, len, len). */
-  readonly index: Int32Array;
-}
-
-export function biasPlan(grid: number, tokens: { ids: Int32Array; batch: number; len: number } | null): BiasPlan {
+/** The kept tokens' rows of the full index: (B, L, L) for kept original ids (B, L), row-major. */
+export function keptBiasIndex(grid: number, ids: Int32Array, batch: number, len: number): Int32Array {
   const full = relPosIndex(grid);
   const n = grid * grid;
-  if (tokens === null) return { index: full, rows: 1, len: n };
-  const { ids, batch, len } = tokens;
   const out = new Int32Array(batch * len * len);
   for (let b = 0; b < batch; b++) {
     for (let i = 0; i < len; i++) {
@@ -45,52 +34,28 @@ export function biasPlan(grid: number, tokens: { ids: Int32Array; batch: number;
       for (let j = 0; j < len; j++) out[(b * len + i) * len + j] = full[ti * n + ids[b * len + j]!]!;
     }
   }
-  return { index: out, rows: batch, len };
-}
-
-const flatIndex = new WeakMap<BiasPlan, Map<string, Int32Array>>();
-
-/**
- * Positions into the flattened transposed table (heads, R) — h·R + index[r, i, j] — in the
- * order of the bias layout: batch-major (rows, heads, L, L), the official one, or token-major
- * (L, rows, heads, L). Cached per plan.
- */
-function headIndex(plan: BiasPlan, tableRows: number, heads: number, tokenMajor: boolean): Int32Array {
-  let byShape = flatIndex.get(plan);
-  if (byShape === undefined) flatIndex.set(plan, (byShape = new Map()));
-  const key = `${tableRows}x${heads}${tokenMajor ? 't' : 'b'}`;
-  let out = byShape.get(key);
-  if (out !== undefined) return out;
-  const { rows, len, index } = plan;
-  out = new Int32Array(len * rows * heads * len);
-  let o = 0;
-  for (let a = 0; a < (tokenMajor ? len : rows); a++) {
-    for (let c = 0; c < (tokenMajor ? rows : heads); c++) {
-      for (let e = 0; e < (tokenMajor ? heads : len); e++) {
-        const [r, h, i] = tokenMajor ? [c, e, a] : [a, c, e];
-        const src = (r * len + i) * len;
-        const base = h * tableRows;
-        for (let j = 0; j < len; j++) out[o++] = base + index[src + j]!;
-      }
-    }
-  }
-  byShape.set(key, out);
   return out;
 }
 
-function gatherFlat(table: tf.Tensor, plan: BiasPlan, tokenMajor: boolean): tf.Tensor4D {
-  const [tableRows, heads] = table.shape as [number, number];
-  const flat = tf.reshape(tf.transpose(table), [-1]);
-  const g = tf.gather(flat, tf.tensor1d(headIndex(plan, tableRows, heads, tokenMajor), 'int32'), 0);
-  return tf.reshape(g, tokenMajor ? [plan.len, plan.rows, heads, plan.len] : [plan.rows, heads, plan.len, plan.len]) as tf.Tensor4D;
+/** `relative_position_bias_table` ((2h−1)²+3, heads) and the persistent int buffer `relative_position_index` (N, N). */
+export function relPosDecls(grid: number, heads: number): ParamDecls {
+  return {
+    'rel_pos_bias.relative_position_bias_table': param([relPosTableRows(grid), heads], { kind: 'truncNormal', std: 0.02, lo: -2, hi: 2 }),
+    'rel_pos_bias.relative_position_index': param([grid * grid, grid * grid], { kind: 'values', values: () => relPosIndex(grid) }, { dtype: 'int32', trainable: false }),
+  };
 }
 
-/** (rows, heads, L, L) bias from a (R, heads) table: the official layout, and batch-major attention's. */
-export function gatherBias(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
-  return gatherFlat(table, plan, false);
-}
-
-/** The bias in token-major attention's layout, (L, rows, heads, L): [query][sample][head][key]. */
-export function gatherBiasTokenMajor(table: tf.Tensor, plan: BiasPlan): tf.Tensor4D {
-  return gatherFlat(table, plan, true);
+/**
+ * table[index.view(−1)].view(R, L, L, heads).permute(0, 3, 1, 2): the (R, heads, L, L) bias,
+ * R = 1 for the full grid (the module's own index buffer) or B for per-sample kept tokens.
+ */
+export function relPosBias(p: ParamView, heads: number, index?: Tensor<readonly [Dim, Dim, Dim]>): Tensor<readonly [Dim, Dim, Dim, Dim]> {
+  const own = () => {
+    const full = p.get<readonly [Dim, Dim]>('relative_position_index');
+    return reshape(full, [1, ...full.shape] as readonly [Dim, Dim, Dim]);
+  };
+  const idx = index ?? own();
+  const [r, l, m] = idx.shape as unknown as [number, number, number];
+  const rows = gatherRows(p.get<readonly [Dim, Dim]>('relative_position_bias_table'), reshape(idx, [r * l * m] as const));
+  return transpose(reshape(rows, [r, l, m, heads] as const), [0, 3, 1, 2] as const);
 }

@@ -17,8 +17,8 @@ export function dit(c: ModelConfig): DiffusionModel {
       let h = base.embed(p, x, opts.trace);
       const cond = base.condition(p, t, y, opts.trace);
       blocks.forEach((blk, i) => {
-        h = blk.apply(p, h, { c: cond, bias: null });
-        opts.trace?.(`block_out/blocks.${i}`, h.raw);
+        h = blk.apply(p, h, { c: cond });
+        opts.trace?.(`block_out/blocks.${i}`, h);
       });
       return base.head(p, h, cond, opts.trace);
     },

@@ -4,6 +4,9 @@
  * restore, the shortcut mask) is derived from it in JS, so the graph sees constant indices.
  */
 import { permutation, foldIn, type Key } from '../dsl/random.ts';
+import type { Dim, Sym } from '../dsl/shape.ts';
+import type { Tensor } from '../dsl/tensor.ts';
+import { keptBiasIndex } from '../layers/relpos.ts';
 
 export interface MaskPlan {
   readonly batch: number;
@@ -72,4 +75,42 @@ export function planKeeping(known: ArrayLike<boolean>, batch: number): MaskPlan 
   const ids = new Int32Array(batch * tokens);
   for (let b = 0; b < batch; b++) ids.set(order, b * tokens);
   return planFromShuffle(ids, batch, tokens, lenKeep);
+}
+
+/** A plan as the masked graph reads it: index and mask arrays, with their shapes. */
+export interface PlanArrays {
+  /** Rows b·N + ids_keep[b, j] of the flattened (B·N, D) tokens, (B·L). */
+  readonly keep: Int32Array;
+  /** For each (sample, original token): its row among the B·L kept rows, or B·L (the mask token), (B·N). */
+  readonly restore: Int32Array;
+  /** 1 = removed, (B, N, 1). */
+  readonly removed: Float32Array;
+  /** The relative-position bias rows of the kept tokens, (B, L, L). */
+  readonly biasIndex: Int32Array;
+}
+
+export function planArrays(plan: MaskPlan, grid: number): PlanArrays {
+  const { batch, tokens, lenKeep, idsKeep, idsRestore } = plan;
+  const keep = Int32Array.from(idsKeep, (id, i) => Math.floor(i / lenKeep) * tokens + id);
+  const restore = new Int32Array(batch * tokens);
+  for (let i = 0; i < restore.length; i++) {
+    const j = idsRestore[i]!;
+    restore[i] = j < lenKeep ? Math.floor(i / tokens) * lenKeep + j : batch * lenKeep;
+  }
+  return { keep, restore, removed: plan.mask, biasIndex: keptBiasIndex(grid, idsKeep, batch, lenKeep) };
+}
+
+export const planShapes = (plan: MaskPlan): Record<keyof PlanArrays, number[]> => ({
+  keep: [plan.batch * plan.lenKeep],
+  restore: [plan.batch * plan.tokens],
+  removed: [plan.batch, plan.tokens, 1],
+  biasIndex: [plan.batch, plan.lenKeep, plan.lenKeep],
+});
+
+/** The plan's arrays as tensors of the graph being traced. */
+export interface MaskTensors {
+  readonly keep: Tensor<readonly [Dim]>;
+  readonly restore: Tensor<readonly [Dim]>;
+  readonly removed: Tensor<readonly [Sym<'B'>, Dim, 1]>;
+  readonly biasIndex: Tensor<readonly [Dim, Dim, Dim]>;
 }

@@ -2,12 +2,11 @@
  * MDT v1 (the paper): an encoder of depth − dl blocks that sees only the kept tokens when
  * masked, the side-interpolater, and a decoder of dl blocks on all N tokens.
  */
-import * as tf from '@tensorflow/tfjs';
 import { stack } from '../dsl/layer.ts';
 import { mergeDecls, param } from '../dsl/param.ts';
-import { wrap } from '../dsl/tensor.ts';
-import { adaLNBlock } from '../layers/adaln-block.ts';
-import { biasPlan } from '../layers/relpos.ts';
+import { add } from '../dsl/ops.ts';
+import type { Tensor } from '../dsl/tensor.ts';
+import { adaLNBlock, type BlockCtx } from '../layers/adaln-block.ts';
 import type { ModelConfig } from './config.ts';
 import { keepTokens, sideInterpolater } from './side-interpolater.ts';
 import { B, L, checkInputs, sincosInit, trunk, type DiffusionModel } from './trunk.ts';
@@ -31,22 +30,21 @@ export function mdtV1(c: ModelConfig): DiffusionModel {
     ),
     forward(p, x, t, y, opts = {}) {
       checkInputs(c, x, t, y);
-      const plan = opts.mask ?? null;
-      const fullBias = biasPlan(base.grid, null);
+      const mask = opts.mask ?? null;
       let h = base.embed(p, x, opts.trace);
       const cond = base.condition(p, t, y, opts.trace);
-      let bias = fullBias;
-      if (plan) {
-        h = keepTokens(h, plan);
-        bias = biasPlan(base.grid, { ids: plan.idsKeep, batch: plan.batch, len: plan.lenKeep });
+      let ctx: BlockCtx = { c: cond };
+      if (mask) {
+        h = keepTokens(h, mask);
+        ctx = { c: cond, biasIndex: mask.biasIndex };
       }
       blocks.forEach((blk, i) => {
         if (i === decoderStart) {
-          h = plan ? side.apply(p, h, plan, { c: cond, bias: fullBias }, opts.trace) : wrap(tf.add(h.raw, p.get('decoder_pos_embed').raw));
-          bias = fullBias;
+          h = mask ? side.apply(p, h, mask, { c: cond }, opts.trace) : (add(h, p.get('decoder_pos_embed')) as unknown as Tensor<readonly [B, L, number]>);
+          ctx = { c: cond };
         }
-        h = blk.apply(p, h, { c: cond, bias });
-        opts.trace?.(`block_out/blocks.${i}`, h.raw);
+        h = blk.apply(p, h, ctx);
+        opts.trace?.(`block_out/blocks.${i}`, h);
       });
       return base.head(p, h, cond, opts.trace);
     },

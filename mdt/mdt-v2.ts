@@ -2,11 +2,11 @@
  * MDTv2: a U-Net-like encoder (en_inblocks push, en_outblocks pop: LIFO long skips), the
  * side-interpolater, and de_blocks that each also see the pre-masking input embedding.
  */
-import * as tf from '@tensorflow/tfjs';
 import { stack } from '../dsl/layer.ts';
 import { mergeDecls, param } from '../dsl/param.ts';
-import { wrap, type Tensor } from '../dsl/tensor.ts';
-import { biasPlan } from '../layers/relpos.ts';
+import { add } from '../dsl/ops.ts';
+import type { Tensor } from '../dsl/tensor.ts';
+import type { AttnCtx } from '../layers/attention.ts';
 import { halfDepth, type ModelConfig } from './config.ts';
 import { mdtBlock } from './mdt-v1.ts';
 import { keepTokens, sideInterpolater } from './side-interpolater.ts';
@@ -29,31 +29,30 @@ export function mdtV2(c: ModelConfig): DiffusionModel {
     ),
     forward(p, x, t, y, opts = {}) {
       checkInputs(c, x, t, y);
-      const plan = opts.mask ?? null;
+      const mask = opts.mask ?? null;
       const trace = opts.trace;
-      const fullBias = biasPlan(base.grid, null);
       let h = base.embed(p, x, trace);
       const cond = base.condition(p, t, y, trace);
       const inputSkip = h;
-      let bias = fullBias;
-      if (plan) {
-        h = keepTokens(h, plan);
-        bias = biasPlan(base.grid, { ids: plan.idsKeep, batch: plan.batch, len: plan.lenKeep });
+      let bias: AttnCtx = {};
+      if (mask) {
+        h = keepTokens(h, mask);
+        bias = { biasIndex: mask.biasIndex };
       }
       const skips: Tensor<readonly [B, L, number]>[] = [];
       enIn.forEach((blk, i) => {
-        h = blk.apply(p, h, { c: cond, bias });
-        trace?.(`block_out/en_inblocks.${i}`, h.raw);
+        h = blk.apply(p, h, { c: cond, ...bias });
+        trace?.(`block_out/en_inblocks.${i}`, h);
         skips.push(h);
       });
       enOut.forEach((blk, i) => {
-        h = blk.apply(p, h, { c: cond, bias, skip: skips.pop()! });
-        trace?.(`block_out/en_outblocks.${i}`, h.raw);
+        h = blk.apply(p, h, { c: cond, ...bias, skip: skips.pop()! });
+        trace?.(`block_out/en_outblocks.${i}`, h);
       });
-      h = plan ? side.apply(p, h, plan, { c: cond, bias: fullBias }, trace) : wrap(tf.add(h.raw, p.get('decoder_pos_embed').raw));
+      h = mask ? side.apply(p, h, mask, { c: cond }, trace) : (add(h, p.get('decoder_pos_embed')) as unknown as Tensor<readonly [B, L, number]>);
       de.forEach((blk, i) => {
-        h = blk.apply(p, h, { c: cond, bias: fullBias, skip: inputSkip });
-        trace?.(`block_out/de_blocks.${i}`, h.raw);
+        h = blk.apply(p, h, { c: cond, skip: inputSkip });
+        trace?.(`block_out/de_blocks.${i}`, h);
       });
       return base.head(p, h, cond, trace);
     },

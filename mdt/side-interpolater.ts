@@ -2,28 +2,23 @@
  * MDT's masked-training pieces: the kept-token gather, and the side-interpolater with the
  * masked shortcut (the paper's Fig. 4 right; spec §3.4).
  */
-import * as tf from '@tensorflow/tfjs';
 import { named, type Layer } from '../dsl/layer.ts';
 import { mergeDecls, markTrainOnly, param, type ParamDecls, type ParamView } from '../dsl/param.ts';
-import { wrap, type Tensor } from '../dsl/tensor.ts';
+import { add, concat, gatherRows, mul, reshape, scale, shift } from '../dsl/ops.ts';
+import type { Shape } from '../dsl/shape.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 import { normal } from '../layers/linear.ts';
 import type { BlockCtx } from '../layers/adaln-block.ts';
-import type { MaskPlan } from './masking.ts';
+import type { MaskTensors } from './masking.ts';
 import type { B, L } from './trunk.ts';
 
 type Tokens = Tensor<readonly [B, L, number]>;
 
-/** Rows b·N + ids[b, j] of the flattened (B·N, D) tokens. */
-function gatherTokens(x: tf.Tensor, batch: number, tokens: number, ids: Int32Array, perSample: number): tf.Tensor {
-  const d = x.shape[2]!;
-  const flat = new Int32Array(ids.length);
-  for (let i = 0; i < ids.length; i++) flat[i] = Math.floor(i / perSample) * tokens + ids[i]!;
-  return tf.reshape(tf.gather(tf.reshape(x, [batch * tokens, d]), tf.tensor1d(flat, 'int32'), 0), [batch, perSample, d]);
-}
-
-/** x[b, ids_keep[b]] : (B, N, D) → (B, L, D), in the plan's sequence order. */
-export function keepTokens(x: Tokens, plan: MaskPlan): Tokens {
-  return wrap(gatherTokens(x.raw, plan.batch, plan.tokens, plan.idsKeep, plan.lenKeep));
+/** x[b, ids_keep[b]] : (B, N, D) → (B, L, D), in the plan's sequence order (a row gather of the flattened tokens). */
+export function keepTokens(x: Tokens, mask: MaskTensors): Tokens {
+  const [b, n, d] = x.shape as unknown as [number, number, number];
+  const rows = gatherRows(reshape(x, [b * n, d] as const), mask.keep);
+  return reshape(rows, [b, mask.keep.shape[0] / b, d] as const) as unknown as Tokens;
 }
 
 /**
@@ -36,33 +31,20 @@ export function sideInterpolater(block: Layer<readonly [B, L, number], readonly 
   const params: ParamDecls = markTrainOnly(mergeDecls(side.params, { mask_token: param([1, 1, block.inShape[2]], normal(0.02)) }));
   return {
     params,
-    apply(p: ParamView, x: Tokens, plan: MaskPlan, ctx: BlockCtx, trace?: (name: string, t: tf.Tensor) => void): Tokens {
-      const { batch, tokens, lenKeep } = plan;
-      const d = x.raw.shape[2]!;
-      // One gather from [kept rows; mask_token] puts every token in place: a broadcast
-      // mask_token (a Tile) would cost a slice and an add per filled row in the backward pass.
-      const rows = tf.concat([tf.reshape(x.raw, [batch * lenKeep, d]), tf.reshape(p.get('mask_token').raw, [1, d])], 0);
-      const placed = tf.reshape(tf.gather(rows, tf.tensor1d(restoreRows(plan), 'int32'), 0), [batch, tokens, d]);
-      const full = tf.add(placed, p.get('decoder_pos_embed').raw);
-      const s = side.apply(p, wrap(full), ctx);
-      trace?.('block_out/sideblocks.0', s.raw);
-      const m = tf.tensor3d(plan.mask, [batch, tokens, 1]);
-      const out = tf.add(tf.mul(m, s.raw), tf.mul(tf.sub(1, m), full));
+    apply(p: ParamView, x: Tokens, mask: MaskTensors, ctx: BlockCtx, trace?: (name: string, t: Tensor<Shape>) => void): Tokens {
+      const [b, l, d] = x.shape as unknown as [number, number, number];
+      const n = mask.removed.shape[1] as number;
+      // One gather from [kept rows; mask_token] puts every token in place (the official
+      // cat + gather by ids_restore, with the mask token as one shared extra row).
+      const rows = concat([reshape(x, [b * l, d] as const), reshape(p.get('mask_token'), [1, d] as const)], 0);
+      const placed = reshape(gatherRows(rows as Tensor<readonly [number, number]>, mask.restore), [b, n, d] as const);
+      const full = add(placed, p.get('decoder_pos_embed')) as unknown as Tokens;
+      const s = side.apply(p, full, ctx);
+      trace?.('block_out/sideblocks.0', s);
+      const keep = shift(scale(mask.removed, -1), 1);
+      const out = add(mul(mask.removed, s), mul(keep, full)) as unknown as Tokens;
       trace?.('side_interpolater_out', out);
-      return wrap(out);
+      return out;
     },
   };
-}
-
-/** For each (sample, original token): its row among the B·L kept rows, or B·L (the mask token) if removed. */
-function restoreRows(plan: MaskPlan): Int32Array {
-  const { batch, tokens, lenKeep, idsRestore } = plan;
-  const out = new Int32Array(batch * tokens);
-  for (let b = 0; b < batch; b++) {
-    for (let n = 0; n < tokens; n++) {
-      const j = idsRestore[b * tokens + n]!;
-      out[b * tokens + n] = j < lenKeep ? b * lenKeep + j : batch * lenKeep;
-    }
-  }
-  return out;
 }

@@ -1,33 +1,37 @@
 /** What DiT, MDT v1 and MDTv2 share: input embedding, conditioning, output head. */
-import * as tf from '@tensorflow/tfjs';
-import { sym, type Sym } from '../dsl/shape.ts';
+import { sym, type Dim, type Shape, type Sym } from '../dsl/shape.ts';
 import { named } from '../dsl/layer.ts';
 import { mergeDecls, param, type ParamDecls, type ParamView } from '../dsl/param.ts';
 import { add, unpatchify } from '../dsl/ops.ts';
-import { wrap, type Tensor } from '../dsl/tensor.ts';
+import type { Tensor } from '../dsl/tensor.ts';
 import { labelEmbedder, patchEmbed, timestepFeatures, timestepMlp } from '../layers/embedders.ts';
 import { finalLayer } from '../layers/adaln-block.ts';
 import { sincos2d } from '../layers/sincos.ts';
 import { gridSize, outChannels, type ModelConfig } from './config.ts';
-import type { MaskPlan } from './masking.ts';
+import type { MaskTensors } from './masking.ts';
 
 export type B = Sym<'B'>;
 export type L = Sym<'L'>;
 export const B = sym('B');
 export const L = sym('L');
 
+/** x (B, C, H, W), original diffusion steps t (B, float32), labels y (B, int32). */
+export type Images = Tensor<readonly [B, Dim, Dim, Dim]>;
+export type Steps = Tensor<readonly [B]>;
+export type Labels = Tensor<readonly [B]>;
+
 export interface ForwardOptions {
-  /** Run the masked (training) graph with this plan; absent: the plain graph. */
-  readonly mask?: MaskPlan | null;
+  /** Run the masked (training) graph with these plan tensors; absent: the plain graph. */
+  readonly mask?: MaskTensors | null;
   /** Receives named intermediates (official module names), for parity debugging. */
-  readonly trace?: (name: string, t: tf.Tensor) => void;
+  readonly trace?: (name: string, t: Tensor<Shape>) => void;
 }
 
-/** A network for the diffusion: (x (B,C,H,W), original steps t, labels y) → (B, 2C, H, W). */
+/** A network for the diffusion: (x (B,C,H,W), original steps t, labels y) → (B, 2C, H, W), written with the DSL's ops. */
 export interface DiffusionModel {
   readonly config: ModelConfig;
   readonly params: ParamDecls;
-  forward(p: ParamView, x: tf.Tensor4D, t: Int32Array, y: Int32Array, opts?: ForwardOptions): tf.Tensor4D;
+  forward(p: ParamView, x: Images, t: Steps, y: Labels, opts?: ForwardOptions): Images;
 }
 
 export function sincosInit(c: ModelConfig) {
@@ -53,34 +57,34 @@ export function trunk(c: ModelConfig) {
     tokens: n,
     nullLabel: c.numClasses,
     /** Patch tokens + pos_embed, (B, N, D). */
-    embed(p: ParamView, x: tf.Tensor4D, trace?: ForwardOptions['trace']): Tensor<readonly [B, L, number]> {
-      const tokens = patch.apply(p, wrap(x), undefined);
-      trace?.('x_embedder_out', tokens.raw);
+    embed(p: ParamView, x: Images, trace?: ForwardOptions['trace']): Tensor<readonly [B, L, number]> {
+      const tokens = patch.apply(p, x as never, undefined);
+      trace?.('x_embedder_out', tokens);
       return add(tokens, p.get<readonly [1, number, number]>('pos_embed')) as unknown as Tensor<readonly [B, L, number]>;
     },
     /** c = t_embedder(t) + y_embedder(y), (B, D). */
-    condition(p: ParamView, t: Int32Array, y: Int32Array, trace?: ForwardOptions['trace']): Tensor<readonly [B, number]> {
-      if (t.length !== y.length) throw new Error(`forward: t has ${t.length} entries but y has ${y.length}`);
+    condition(p: ParamView, t: Steps, y: Labels, trace?: ForwardOptions['trace']): Tensor<readonly [B, number]> {
       const te = tMlp.apply(p, timestepFeatures(t), undefined);
-      const ye = yEmb.apply(p, wrap(tf.tensor1d(y, 'int32')), undefined);
-      trace?.('t_embedder_out', te.raw);
-      trace?.('y_embedder_out', ye.raw);
+      const ye = yEmb.apply(p, y, undefined);
+      trace?.('t_embedder_out', te);
+      trace?.('y_embedder_out', ye);
       return add(te, ye) as unknown as Tensor<readonly [B, number]>;
     },
     /** final_layer then unpatchify, (B, 2C, H, W). */
-    head(p: ParamView, x: Tensor<readonly [B, L, number]>, cond: Tensor<readonly [B, number]>, trace?: ForwardOptions['trace']): tf.Tensor4D {
+    head(p: ParamView, x: Tensor<readonly [B, L, number]>, cond: Tensor<readonly [B, number]>, trace?: ForwardOptions['trace']): Images {
       const f = final.apply(p, x, { c: cond });
-      trace?.('final_layer_out', f.raw);
-      return unpatchify(f as unknown as Tensor<readonly [B, L, number]>, grid, c.patchSize, outChannels(c)).raw as tf.Tensor4D;
+      trace?.('final_layer_out', f);
+      return unpatchify(f as unknown as Tensor<readonly [B, L, number]>, grid, c.patchSize, outChannels(c)) as unknown as Images;
     },
   };
 }
 
-/** Validates the input sizes once per call site (cheap JS checks, no tensor reads). */
-export function checkInputs(c: ModelConfig, x: tf.Tensor, t: Int32Array, y: Int32Array): void {
-  const [b, ch, h, w] = x.shape;
-  if (x.rank !== 4 || ch !== c.inChannels || h !== c.inputSize || w !== c.inputSize) {
+/** Validates the input sizes once per trace (no tensor reads). */
+export function checkInputs(c: ModelConfig, x: Images, t: Steps, y: Labels): void {
+  const [b, ch, h, w] = x.shape as unknown as number[];
+  if (x.shape.length !== 4 || ch !== c.inChannels || h !== c.inputSize || w !== c.inputSize) {
     throw new Error(`forward: x must be (B, ${c.inChannels}, ${c.inputSize}, ${c.inputSize}), got (${x.shape.join(', ')})`);
   }
-  if (t.length !== b || y.length !== b) throw new Error(`forward: B=${b} from x, but t has ${t.length} and y has ${y.length} entries`);
+  if (t.shape[0] !== b || y.shape[0] !== b) throw new Error(`forward: B=${b} from x, but t has ${t.shape[0]} and y has ${y.shape[0]} entries`);
+  if (y.dtype !== 'int32') throw new Error(`forward: labels y must be int32, got ${y.dtype}`);
 }

@@ -8,7 +8,8 @@ import { keyFromSeed, normal } from '../dsl/random.ts';
 import { readSafetensors } from '../dsl/safetensors.ts';
 import { configFromJson } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
-import { inpaint, knownTokens } from '../mdt/inpaint.ts';
+import { knownTokens, tokenMaskPixels } from '../mdt/inpaint.ts';
+import { inpaint } from '../compile/inpaint.ts';
 import { paramsFromStateDict } from '../compile/weights.ts';
 import { inferenceParams } from '../compile/sample.ts';
 
@@ -18,6 +19,7 @@ test('a token is known only when its whole patch is', () => {
   const px = Array.from({ length: 16 }, (_, i) => i % 4 < 2 || i === 2);
   assert.deepEqual(knownTokens(px, 2, 2), [true, false, true, false]);
   assert.throws(() => knownTokens(px, 3, 2), /mask has 16 pixels, expected 6×6/);
+  assert.deepEqual(Array.from(tokenMaskPixels([true, false, true, false], 2, 2)), [1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0]);
 });
 
 for (const name of ['mdt-v1-tiny', 'mdt-v2-tiny']) {
@@ -41,6 +43,13 @@ for (const name of ['mdt-v1-tiny', 'mdt-v2-tiny']) {
       }
     }
     assert.ok(diffInside > 0.1, `output differs inside the mask (max |Δ| = ${diffInside})`);
+    // Without guidance (B rows, the image used as it is): the same key gives the same result.
+    const plain = () => inpaint(model, values, { image, knownPixels, labels: Int32Array.from([3]), steps: '4', switchFraction: 0.5, guidance: null, key: keyFromSeed(4) });
+    const [p1, p2] = [plain(), plain()];
+    assert.equal(tf.memory().numTensors, before + 3);
+    assert.deepEqual(p1.dataSync(), p2.dataSync(), 'deterministic in the key');
+    assert.ok(p1.dataSync().every((v, j) => (knownPixels[j % (s * s)] ? v === a[j] : Number.isFinite(v))));
+    tf.dispose([p1, p2]);
     assert.throws(() => inpaint(model, inferenceParams(model, values), { image, knownPixels, labels: Int32Array.from([3]), steps: '5', switchFraction: 0.3, guidance: null, key: keyFromSeed(2) }), /needs the side-interpolater weights/);
     tf.dispose([image, out, ...values.values()]);
   });

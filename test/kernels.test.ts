@@ -30,6 +30,11 @@ function cases(): Case[] {
     ['gather along axis 1 of int32', () => tf.gather(tf.cast(tf.mul(x([2, 5, 3], 13), 10), 'int32'), ints, 1)],
     ['identity and same-dtype cast share values', () => [tf.clone(x([7], 14)), tf.cast(x([7], 15), 'float32')]],
     ['cast to int32', () => tf.cast(tf.mul(x([7], 16), 10), 'int32')],
+    ['broadcastTo: nearest ×2 up-sampling', () => tf.reshape(tf.broadcastTo(tf.reshape(x([2, 3, 4, 16], 18), [2, 3, 1, 4, 1, 16]), [2, 3, 2, 4, 2, 16]), [2, 6, 8, 16])],
+    ['tile: repeated rows, repeated blocks, unit axes', () => tf.tile(x([3, 1, 2, 20], 19), [2, 3, 1, 2])],
+    ['broadcastTo of a column to long rows', () => tf.broadcastTo(x([5, 1], 20), [2, 5, 40])],
+    ['tile with a short innermost run (shipped kernel)', () => tf.tile(x([3, 4], 21), [2, 3])],
+    ['tile of int32 and bool', () => [tf.tile(tf.cast(tf.mul(x([2, 1, 17], 22), 10), 'int32'), [1, 3, 2]), tf.tile(tf.greater(x([2, 1, 17], 23), 0), [2, 2, 1])]],
   ];
 }
 

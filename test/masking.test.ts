@@ -8,11 +8,14 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { keyFromSeed, normal } from '../dsl/random.ts';
 import { readSafetensors } from '../dsl/safetensors.ts';
-import { paramView } from '../dsl/param.ts';
-import { lenKeepV1, lenKeepV2, planFromShuffle, planKeeping, randomMasking, ratioV2 } from '../mdt/masking.ts';
-import { configFromJson } from '../mdt/config.ts';
+import type { Shape } from '../dsl/shape.ts';
+import type { Tensor } from '../dsl/tensor.ts';
+import { lenKeepV1, lenKeepV2, planFromShuffle, planKeeping, randomMasking, ratioV2, type MaskTensors } from '../mdt/masking.ts';
+import { configFromJson, gridSize } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import { paramsFromStateDict } from '../compile/weights.ts';
+import { jit } from '../compile/trace.ts';
+import { maskInputs, traceDenoiser } from '../compile/model-graph.ts';
 
 const fixture = (name: string) => join(fileURLToPath(new URL('.', import.meta.url)), '../../shared/fixtures', name);
 
@@ -60,16 +63,30 @@ async function fixtureModel(name: string) {
   const config = configFromJson(JSON.parse(readFileSync(join(fixture(name), 'config.json'), 'utf8')));
   const model = buildModel(config);
   const values = paramsFromStateDict(model.params, await readSafetensors(join(fixture(name), 'weights.safetensors')));
-  return { config, model, values, p: paramView(values) };
+  return { config, model, values };
 }
+
+const int32 = (v: number[]) => tf.tensor1d(v, 'int32');
 
 for (const name of ['mdt-v1-tiny', 'mdt-v2-tiny']) {
   test(`${name}: the masked forward is equivariant to the kept tokens' order`, async () => {
-    const { config, model, p } = await fixtureModel(name);
+    const { config, model, values } = await fixtureModel(name);
     const n = (config.inputSize / config.patchSize) ** 2;
-    const x = tf.tensor4d(normal(keyFromSeed(3), 2 * config.inChannels * config.inputSize ** 2), [2, config.inChannels, config.inputSize, config.inputSize]);
-    const t = Int32Array.from([10, 700]);
-    const y = Int32Array.from([1, 2]);
+    const masked = jit((io) => ({ out: traceDenoiser(model, io, true)(io.data('x'), io.data('t'), io.data('y')) }));
+    const inputs = new Map<string, tf.Tensor>([
+      ...values,
+      ['x', tf.tensor4d(normal(keyFromSeed(3), 2 * config.inChannels * config.inputSize ** 2), [2, config.inChannels, config.inputSize, config.inputSize])],
+      ['t', int32([10, 700])],
+      ['y', int32([1, 2])],
+    ]);
+    const forward = (plan: ReturnType<typeof planFromShuffle>) => {
+      const mask = maskInputs(plan, gridSize(config));
+      try {
+        return masked(new Map([...inputs, ...mask])).get('out')!;
+      } finally {
+        for (const m of mask.values()) m.dispose();
+      }
+    };
     await fc.assert(fc.asyncProperty(fc.integer(), fc.integer(), async (s1, s2) => {
       const a = randomMasking(keyFromSeed(s1), 2, n, 10);
       // Same kept set, kept tokens in another order (removed ones too).
@@ -83,29 +100,42 @@ for (const name of ['mdt-v1-tiny', 'mdt-v2-tiny']) {
         shuffle.set([...kept, ...row.slice(10).reverse()], r * n);
       }
       const other = planFromShuffle(shuffle, 2, n, 10);
-      const [o1, o2] = tf.tidy(() => [model.forward(p, x, t, y, { mask: a }), model.forward(p, x, t, y, { mask: other })]);
-      const d = tf.tidy(() => tf.max(tf.abs(tf.sub(o1!, o2!))).dataSync()[0]!);
-      const scale = tf.tidy(() => tf.max(tf.abs(o1!)).dataSync()[0]!);
-      tf.dispose([o1!, o2!]);
+      const [o1, o2] = [forward(a), forward(other)];
+      const d = tf.tidy(() => tf.max(tf.abs(tf.sub(o1, o2))).dataSync()[0]!);
+      const scale = tf.tidy(() => tf.max(tf.abs(o1)).dataSync()[0]!);
+      tf.dispose([o1, o2]);
       assert.ok(d <= 1e-5 * scale, `max diff ${d} (scale ${scale})`);
     }), { numRuns: 8 });
-    x.dispose();
+    masked.dispose();
+    tf.dispose([inputs.get('x')!, inputs.get('t')!, inputs.get('y')!, ...values.values()]);
   });
 
   test(`${name}: masked shortcut — kept positions are encoder features + decoder_pos_embed, removed ones the side block output`, async () => {
-    const { config, model, p, values } = await fixtureModel(name);
+    const { config, model, values } = await fixtureModel(name);
     const n = (config.inputSize / config.patchSize) ** 2;
     const d = config.hiddenSize;
-    const x = tf.tensor4d(normal(keyFromSeed(5), 2 * config.inChannels * config.inputSize ** 2), [2, config.inChannels, config.inputSize, config.inputSize]);
     const plan = randomMasking(keyFromSeed(9), 2, n, 9);
-    const seen = new Map<string, Float32Array>();
     const encoderLast = config.variant === 'mdt-v1' ? `block_out/blocks.${config.depth - config.decodeLayer - 1}` : `block_out/en_outblocks.${Math.floor((config.depth - config.decodeLayer) / 2) - 1}`;
-    tf.tidy(() => {
-      model.forward(p, x, Int32Array.from([3, 500]), Int32Array.from([0, 4]), {
-        mask: plan,
-        trace: (k, v) => { if ([encoderLast, 'block_out/sideblocks.0', 'side_interpolater_out'].includes(k)) seen.set(k, v.dataSync() as Float32Array); },
+    const names = [encoderLast, 'block_out/sideblocks.0', 'side_interpolater_out'];
+    // The intermediates the forward reports become the program's outputs.
+    const program = jit((io) => {
+      const seen: Record<string, Tensor<Shape>> = {};
+      const mask = Object.fromEntries(['keep', 'restore', 'removed', 'biasIndex'].map((k) => [k, io.data(`mask.${k}`)])) as unknown as MaskTensors;
+      model.forward(io.params(model.params), io.data('x'), io.data('t'), io.data('y'), {
+        mask,
+        trace: (k, v) => { if (names.includes(k)) seen[k] = v; },
       });
+      return seen;
     });
+    const inputs = new Map<string, tf.Tensor>([
+      ...values,
+      ...maskInputs(plan, gridSize(config)),
+      ['x', tf.tensor4d(normal(keyFromSeed(5), 2 * config.inChannels * config.inputSize ** 2), [2, config.inChannels, config.inputSize, config.inputSize])],
+      ['t', int32([3, 500])],
+      ['y', int32([0, 4])],
+    ]);
+    const outs = program(inputs);
+    const seen = new Map([...outs].map(([k, v]) => [k, v.dataSync() as Float32Array]));
     const enc = seen.get(encoderLast)!;
     const side = seen.get('block_out/sideblocks.0')!;
     const out = seen.get('side_interpolater_out')!;
@@ -121,6 +151,7 @@ for (const name of ['mdt-v1-tiny', 'mdt-v2-tiny']) {
         }
       }
     }
-    x.dispose();
+    program.dispose();
+    tf.dispose([...outs.values(), ...inputs.values()]);
   });
 }

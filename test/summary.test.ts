@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
-import { summary, formatSummary } from '../mdt/summary.ts';
+import { summary, formatSummary } from '../compile/summary.ts';
 
 const sum = (name: string, over = {}) => summary(buildModel(namedConfig(name, over)), { name });
 

@@ -45,7 +45,7 @@ export function encodeCommand(program: Command, io: CliIO): Command {
       say(io, `encoding ${ds.size} images of ${ds.numClasses} classes (${f.imageSize}×${f.imageSize}${f.flip ? ', and their mirror images' : ''}) → ${f.out}`);
       const progress: { bar?: Progress } = {};
       try {
-        const r = await encodeLatents(vae.model, vae.params, ds, {
+        const r = await encodeLatents(vae.compiled, ds, {
           outDir: f.out,
           vaeName: basename(f.vae),
           shardSize: f.shardSize,

@@ -1,13 +1,13 @@
 /**
  * `mdt inpaint`: completes the white region of --mask in --image with an MDT's side-interpolater
- * (mdt/inpaint.ts). Writes inpainted.png and comparison.png (input, masked region grey | output).
+ * (compile/inpaint.ts). Writes inpainted.png and comparison.png (input, masked region grey | output).
  */
 import * as tf from '@tensorflow/tfjs';
 import { mkdir } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { Command } from 'commander';
 import { keyFromSeed } from '../../dsl/random.ts';
-import { inpaint } from '../inpaint.ts';
+import { inpaint } from '../../compile/inpaint.ts';
 import { imageGrid, writePng } from '../viz/png.ts';
 import { addCheckpointOptions, loadCheckpointModel, type CheckpointFlags } from './checkpoint-model.ts';
 import { addGuidanceOptions, describeGuidance, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';

@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { convertCommand } from './convert.ts';
 import { doctorCommand } from './doctor.ts';
 import { encodeCommand } from './encode.ts';
+import { graphCommand } from './graph.ts';
 import { inpaintCommand } from './inpaint.ts';
 import { processIO, type CliIO } from './io.ts';
 import { UsageError } from './options.ts';
@@ -31,6 +32,7 @@ export function buildProgram(io: CliIO, setExitCode: (code: number) => void = ()
   sampleCommand(program, io);
   inpaintCommand(program, io);
   summaryCommand(program, io);
+  graphCommand(program, io);
   doctorCommand(program, io);
   parityCommand(program, setExitCode);
   convertCommand(program, io);

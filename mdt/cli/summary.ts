@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { gridSize, namedConfig } from '../config.ts';
 import { buildModel } from '../model.ts';
-import { formatSummary, summary } from '../summary.ts';
+import { formatSummary, summary } from '../../compile/summary.ts';
 import { say, type CliIO } from './io.ts';
 import { addSizeOptions, intArg, modelNameArg, option, sizeOverrides, UsageError, type SizeOverrides } from './options.ts';
 

@@ -1,21 +1,21 @@
 /**
- * `--vae FILE`: a diffusers AutoencoderKL .safetensors as plain NCHW tensor functions. Its
- * widths, depth and channels are read off the keys (the SD VAE's are [128, 256, 512, 512], 2,
- * 3 → 4); the group count and the latent scaling factor are not in the file and stay SD's.
+ * `--vae FILE`: a diffusers AutoencoderKL .safetensors as plain NCHW tensor functions (compiled
+ * once per shape by compile/vae.ts). Its widths, depth and channels are read off the keys (the
+ * SD VAE's are [128, 256, 512, 512], 2, 3 → 4); the group count and the latent scaling factor
+ * are not in the file and stay SD's.
  */
 import * as tf from '@tensorflow/tfjs';
-import { paramView, type ParamView } from '../../dsl/param.ts';
 import { openSafetensors } from '../../dsl/safetensors.ts';
-import { wrap } from '../../dsl/tensor.ts';
-import type { Maps } from '../../layers/conv.ts';
-import { autoencoderKL, loadVaeParams, type AutoencoderKL } from '../vae/autoencoder-kl.ts';
+import { compileVae, loadVaeParams, type CompiledVae } from '../../compile/vae.ts';
+import { autoencoderKL, type AutoencoderKL } from '../vae/autoencoder-kl.ts';
 import { downFactor, vaeConfig, type VaeConfig } from '../vae/config.ts';
 import { UsageError } from './options.ts';
 
 export interface Vae {
   readonly config: VaeConfig;
   readonly model: AutoencoderKL;
-  readonly params: ParamView;
+  /** The compiled network on the file's weights (what `mdt encode` hands to encodeLatents). */
+  readonly compiled: CompiledVae;
   readonly factor: number;
   /** Images in [-1, 1] → latents (posterior mean × scaling factor). */
   encode(images: tf.Tensor4D): tf.Tensor4D;
@@ -54,21 +54,22 @@ export async function openVae(path: string): Promise<Vae> {
   }
   const vae = autoencoderKL(config);
   const values = await loadVaeParams(vae, path);
-  const p = paramView(values);
+  const compiled = compileVae(vae, values);
   return {
     config,
     model: vae,
-    params: p,
+    compiled,
     factor: downFactor(config),
-    encode(images) {
-      return vae.encodeToLatents(p, wrap<Maps>(images)).raw as tf.Tensor4D;
-    },
+    encode: (images) => compiled.encodeToLatents(images),
     decode(latents) {
-      const x = vae.decode(p, wrap<Maps>(latents)).raw;
+      const x = compiled.decode(latents);
       const clipped = tf.clipByValue(x, -1, 1) as tf.Tensor4D;
       x.dispose();
       return clipped;
     },
-    dispose: () => tf.dispose([...values.values()]),
+    dispose: () => {
+      compiled.dispose();
+      tf.dispose([...values.values()]);
+    },
   };
 }

@@ -1,19 +1,16 @@
 /**
  * diffusers' AutoencoderKL (Encoder, Decoder, DiagonalGaussianDistribution) with the parameter
  * paths of its state dict, so a diffusers `diffusion_pytorch_model.safetensors` (sd-vae-ft-mse,
- * sd-vae-ft-ema) loads strictly. Tensors are NCHW at the API and NHWC inside; every stage (a
- * resnet, the attention, a sampler) runs in its own tf.tidy, so only one stage's temporaries
- * are alive at a time.
+ * sd-vae-ft-ema) loads strictly. Written on the DSL's ops: `encode`/`decode` record the network
+ * into the graph being traced (compile/vae.ts compiles them into functions on tensors). Tensors
+ * are NCHW at the API and NHWC inside.
  */
-import * as tf from '@tensorflow/tfjs';
 import { checkShape, sym } from '../../dsl/shape.ts';
 import { layer, named, seq, type Layer } from '../../dsl/layer.ts';
 import { mergeDecls, type ParamDecls, type ParamView } from '../../dsl/param.ts';
-import { add } from '../../dsl/ops.ts';
+import { add, batchMatmul, chunk, constant, div, exp, greater, maximum, mul, reshape, scale, softmax, where } from '../../dsl/ops.ts';
 import { foldIn, normal, type Key } from '../../dsl/random.ts';
-import { readSafetensors, type StTensor } from '../../dsl/safetensors.ts';
-import { wrap, type Tensor } from '../../dsl/tensor.ts';
-import { paramsFromStateDict, StateDictError, type LoadOptions } from '../../compile/weights.ts';
+import type { Tensor } from '../../dsl/tensor.ts';
 import { conv2d, toNchw, toNhwc, upsampleNearest2x, type B, type Maps, type Padding } from '../../layers/conv.ts';
 import { groupNorm, GROUP_NORM_EPS } from '../../layers/group-norm.ts';
 import { linear } from '../../layers/linear.ts';
@@ -55,22 +52,21 @@ export function resnetBlock2d(inChannels: number, outChannels: number, groups: n
 export function midAttention(channels: number, groups: number): Stage {
   const b = sym('B') as B;
   const len = sym('L');
+  type Tokens = readonly [B, typeof len, number];
   const gn = named('group_norm', norm(channels, groups));
   const proj = (name: string) => named(name, linear([b, len] as const, channels, channels));
   const [toQ, toK, toV, toOut] = [proj('to_q'), proj('to_k'), proj('to_v'), proj('to_out.0')];
   const params = mergeDecls(gn.params, toQ.params, toK.params, toV.params, toOut.params);
-  const scale = 1 / Math.sqrt(channels);
   return layer(gn.inShape, gn.outShape, params, (p, x) => {
-    const [n, h, w] = x.raw.shape as [number, number, number, number];
-    const tokens = wrap<readonly [B, typeof len, number]>(tf.reshape(gn.apply(p, x, undefined).raw, [n, h * w, channels]));
-    const q = toQ.apply(p, tokens, undefined).raw as tf.Tensor3D;
-    const k = toK.apply(p, tokens, undefined).raw as tf.Tensor3D;
-    const v = toV.apply(p, tokens, undefined).raw as tf.Tensor3D;
-    // Plain products with an explicit transpose: the form XNNPACK runs fastest on wasm.
-    const attn = tf.softmax(tf.mul(tf.matMul(q, tf.transpose(k, [0, 2, 1])), scale));
-    const mixed = wrap<readonly [B, typeof len, number]>(tf.matMul(attn, v));
-    const out = tf.reshape(toOut.apply(p, mixed, undefined).raw, [n, h, w, channels]);
-    return wrap<Maps>(tf.add(out, x.raw));
+    const [n, h, w] = x.shape;
+    const tokens = reshape(gn.apply(p, x, undefined), [n, h * w, channels]) as unknown as Tensor<Tokens>;
+    const q = toQ.apply(p, tokens, undefined);
+    const k = toK.apply(p, tokens, undefined);
+    const v = toV.apply(p, tokens, undefined);
+    const attn = softmax(scale(batchMatmul(q, k, true), 1 / Math.sqrt(channels)));
+    const mixed = batchMatmul(attn, v) as unknown as Tensor<Tokens>;
+    const out = reshape(toOut.apply(p, mixed, undefined), [n, h, w, channels]);
+    return add(out, x) as unknown as Tensor<Maps>;
   });
 }
 
@@ -123,15 +119,9 @@ function decoderStages(c: VaeConfig): Stage[] {
   return stages.map((s) => named('decoder', s));
 }
 
-/** Runs stages one tf.tidy each, freeing every intermediate map as soon as the next exists; `x` is left to the caller. */
-function runStages(stages: readonly Stage[], p: ParamView, x: tf.Tensor): tf.Tensor {
-  let h = x;
-  for (const s of stages) {
-    const next = tf.tidy(() => s.apply(p, wrap<Maps>(h), undefined).raw);
-    if (h !== x) h.dispose();
-    h = next;
-  }
-  return h;
+/** The stages one after another. */
+function runStages(stages: readonly Stage[], p: ParamView, x: Tensor<Maps>): Tensor<Maps> {
+  return stages.reduce((h, s) => s.apply(p, h, undefined), x);
 }
 
 /** The encoder's diagonal Gaussian over z, NCHW (B, latentChannels, h, w). */
@@ -141,6 +131,10 @@ export interface Posterior {
   readonly logvar: Tensor<Maps>;
 }
 
+/**
+ * The network on traced tensors: each method records its part of the model into the graph its
+ * input belongs to (compile/vae.ts turns them into compiled functions on tfjs tensors).
+ */
 export interface AutoencoderKL {
   readonly config: VaeConfig;
   /** Paths are diffusers' state-dict keys (`encoder.down_blocks.0.resnets.0.norm1.weight`, …). */
@@ -149,8 +143,11 @@ export interface AutoencoderKL {
   encode(p: ParamView, images: Tensor<Maps>): Posterior;
   /** Diffusion latents (z·scalingFactor, NCHW) → images (B, outChannels, H, W), nominally in [−1, 1], not clamped. */
   decode(p: ParamView, latents: Tensor<Maps>): Tensor<Maps>;
-  /** encode, then z = the posterior sample drawn with `keys` (the mean when omitted), times scalingFactor. */
-  encodeToLatents(p: ParamView, images: Tensor<Maps>, keys?: Key | readonly Key[]): Tensor<Maps>;
+  /**
+   * encode, then z times scalingFactor, with z the posterior sample mean + exp(½·logvar)·ε for
+   * standard-normal `noise` ε (NCHW, the posterior's shape; see posteriorNoise), or the mean.
+   */
+  encodeToLatents(p: ParamView, images: Tensor<Maps>, noise?: Tensor<Maps>): Tensor<Maps>;
 }
 
 export function autoencoderKL(c: VaeConfig): AutoencoderKL {
@@ -163,17 +160,12 @@ export function autoencoderKL(c: VaeConfig): AutoencoderKL {
   const b = sym('B');
 
   const encode = (p: ParamView, images: Tensor<Maps>): Posterior => {
-    const [, , h, w] = checkInput('encode: images', images, [b, c.inChannels, sym('H'), sym('W')]);
+    checkShape('encode: images', images.shape, [b, c.inChannels, sym('H'), sym('W')]);
+    const [, , h, w] = images.shape;
     if (h % f !== 0 || w % f !== 0) throw new Error(`encode: image sides must be multiples of ${f}, got ${h}×${w}`);
-    const x = tf.tidy(() => toNhwc(images.raw));
-    const moments = runStages([...encoder, quantConv], p, x);
-    x.dispose();
-    const [mean, logvar] = tf.tidy(() => {
-      const [m, lv] = tf.split(moments, 2, 3);
-      return [toNchw(m!), toNchw(tf.clipByValue(lv!, LOGVAR_MIN, LOGVAR_MAX))];
-    });
-    moments.dispose();
-    return { mean: wrap<Maps>(mean), logvar: wrap<Maps>(logvar) };
+    const moments = runStages([...encoder, quantConv], p, toNhwc(images));
+    const [mean, logvar] = chunk(moments, 2, 3) as [Tensor<Maps>, Tensor<Maps>];
+    return { mean: toNchw(mean), logvar: toNchw(clamp(logvar, LOGVAR_MIN, LOGVAR_MAX)) };
   };
 
   return {
@@ -181,60 +173,56 @@ export function autoencoderKL(c: VaeConfig): AutoencoderKL {
     params,
     encode,
     decode(p, latents) {
-      checkInput('decode: latents', latents, [b, c.latentChannels, sym('h'), sym('w')]);
-      const z = tf.tidy(() => toNhwc(tf.div(latents.raw, c.scalingFactor)));
-      const out = runStages([postQuantConv, ...decoder], p, z);
-      z.dispose();
-      const images = tf.tidy(() => toNchw(out));
-      out.dispose();
-      return wrap<Maps>(images);
+      checkShape('decode: latents', latents.shape, [b, c.latentChannels, sym('h'), sym('w')]);
+      const z = div(latents, constant(latents, c.scalingFactor)) as unknown as Tensor<Maps>;
+      return toNchw(runStages([postQuantConv, ...decoder], p, toNhwc(z)));
     },
-    encodeToLatents(p, images, keys) {
+    encodeToLatents(p, images, noise) {
       const post = encode(p, images);
-      const z = tf.tidy(() => tf.mul(keys === undefined ? post.mean.raw : samplePosterior(post, keys).raw, c.scalingFactor));
-      post.mean.raw.dispose();
-      post.logvar.raw.dispose();
-      return wrap<Maps>(z);
+      const z = noise === undefined ? post.mean : samplePosterior(post, noise);
+      return scale(z, c.scalingFactor);
     },
   };
 }
 
-function checkInput(what: string, t: Tensor<Maps>, declared: Maps): [number, number, number, number] {
-  checkShape(what, t.raw.shape, declared);
-  return t.raw.shape as [number, number, number, number];
+/** min(max(x, lo), hi), elementwise (torch.clamp). */
+function clamp(x: Tensor<Maps>, lo: number, hi: number): Tensor<Maps> {
+  const atLeast = maximum(x, constant(x, lo)) as unknown as Tensor<Maps>;
+  const top = constant(x, hi);
+  return where(greater(atLeast, top), top, atLeast) as unknown as Tensor<Maps>;
+}
+
+/** z = mean + exp(½·logvar)·ε (DiagonalGaussianDistribution.sample), ε standard normal of the posterior's shape. */
+export function samplePosterior(post: Posterior, noise: Tensor<Maps>): Tensor<Maps> {
+  checkShape('samplePosterior: noise', noise.shape, post.mean.shape);
+  return add(post.mean, mul(exp(scale(post.logvar, 0.5)), noise)) as unknown as Tensor<Maps>;
 }
 
 /**
- * z = mean + exp(½·logvar)·ε. One key draws ε for the whole batch; a list gives sample i its own
- * key (so a sample's noise does not depend on which batch it was encoded in).
+ * ε for a posterior of NCHW `shape`. One key draws ε for the whole batch; a list gives sample i
+ * its own key (so a sample's noise does not depend on which batch it was encoded in).
  */
-export function samplePosterior(post: Posterior, keys: Key | readonly Key[]): Tensor<Maps> {
-  const shape = post.mean.raw.shape;
+export function posteriorNoise(shape: readonly number[], keys: Key | readonly Key[]): Float32Array {
   const per = shape.slice(1).reduce((a, d) => a * d, 1);
-  let eps: Float32Array;
-  if (Array.isArray(keys)) {
-    if (keys.length !== shape[0]) throw new Error(`samplePosterior: expected one key per sample (${shape[0]}), got ${keys.length}`);
-    eps = new Float32Array(per * keys.length);
-    keys.forEach((k: Key, i: number) => eps.set(normal(k, per), i * per));
-  } else {
-    eps = normal(keys as Key, per * shape[0]!);
-  }
-  return wrap<Maps>(tf.tidy(() => tf.add(post.mean.raw, tf.mul(tf.exp(tf.mul(post.logvar.raw, 0.5)), tf.tensor(eps, shape)))));
+  if (!Array.isArray(keys)) return normal(keys as Key, per * shape[0]!);
+  if (keys.length !== shape[0]) throw new Error(`samplePosterior: expected one key per sample (${shape[0]}), got ${keys.length}`);
+  const eps = new Float32Array(per * keys.length);
+  keys.forEach((k: Key, i: number) => eps.set(normal(k, per), i * per));
+  return eps;
 }
 
-/** The per-sample keys `samplePosterior` needs for dataset items `indices`: foldIn(key, index). */
+/** The per-sample keys `posteriorNoise` takes for dataset items `indices`: foldIn(key, index). */
 export function sampleKeys(key: Key, indices: ArrayLike<number>): Key[] {
   return Array.from(indices, (i) => foldIn(key, i));
 }
 
 /**
- * Decoded images → uint8, NHWC: clamp((x + 1)·127.5, 0, 255) truncated toward zero, as the
- * official sampler's `.to(torch.uint8)` does.
+ * Decoded images (NCHW values of `shape`) → uint8, NHWC: clamp((x + 1)·127.5, 0, 255) truncated
+ * toward zero, as the official sampler's `.to(torch.uint8)` does.
  */
-export async function imagesToUint8(images: Tensor<Maps>): Promise<{ data: Uint8Array; shape: [number, number, number, number] }> {
-  const [n, ch, h, w] = images.raw.shape as [number, number, number, number];
-  const src = (await images.raw.data()) as Float32Array;
-  const data = new Uint8Array(src.length);
+export function imagesToUint8(src: ArrayLike<number>, shape: readonly [number, number, number, number]): { data: Uint8Array; shape: [number, number, number, number] } {
+  const [n, ch, h, w] = shape;
+  const data = new Uint8Array(n * ch * h * w);
   for (let s = 0; s < n; s++) {
     for (let k = 0; k < ch; k++) {
       for (let i = 0; i < h * w; i++) {
@@ -244,40 +232,4 @@ export async function imagesToUint8(images: Tensor<Maps>): Promise<{ data: Uint8
     }
   }
   return { data, shape: [n, h, w, ch] };
-}
-
-const LEGACY_ATTENTION_NAMES: Readonly<Record<string, string>> = { query: 'to_q', key: 'to_k', value: 'to_v', proj_attn: 'to_out.0' };
-const LEGACY_KEY = /^(.+\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$/;
-const ATTENTION_WEIGHT = /\.attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$/;
-
-/**
- * A diffusers VAE state dict in the names and shapes this model declares. Older diffusers files
- * (sd-vae-ft-mse/ema among them) name the mid-block attention `query`/`key`/`value`/`proj_attn`;
- * these become `to_q`/`to_k`/`to_v`/`to_out.0`, as diffusers' _convert_deprecated_attention_blocks
- * does. Attention weights stored 1×1-conv shaped (out, in, 1, 1) become Linear (out, in).
- */
-export function normalizeVaeStateDict(sd: ReadonlyMap<string, StTensor>): Map<string, StTensor> {
-  const out = new Map<string, StTensor>();
-  const clashes: string[] = [];
-  for (const [key, t] of sd) {
-    const m = LEGACY_KEY.exec(key);
-    const name = m ? `${m[1]}.${LEGACY_ATTENTION_NAMES[m[2]!]}.${m[3]}` : key;
-    if (m && sd.has(name)) clashes.push(`${key} and ${name}`);
-    const s = t.shape;
-    const conv1x1 = ATTENTION_WEIGHT.test(name) && s.length === 4 && s[2] === 1 && s[3] === 1;
-    out.set(name, conv1x1 ? { ...t, shape: [s[0]!, s[1]!] } : t);
-  }
-  if (clashes.length > 0) throw new StateDictError(`VAE state dict holds both the old and the new name of: ${clashes.join('; ')}`);
-  return out;
-}
-
-/** Reads a diffusers VAE safetensors file into this model's parameters (strict unless told otherwise). */
-export async function loadVaeParams(vae: AutoencoderKL, path: string, opts: LoadOptions = {}): Promise<Map<string, tf.Tensor>> {
-  const sd = await readSafetensors(path);
-  try {
-    return paramsFromStateDict(vae.params, normalizeVaeStateDict(sd), { strict: opts.strict ?? true });
-  } catch (e) {
-    if (e instanceof StateDictError) throw new StateDictError(`${path}: ${e.message}`);
-    throw e;
-  }
 }

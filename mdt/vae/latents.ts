@@ -16,15 +16,12 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../dsl/atomic-write.ts';
-import type { ParamView } from '../../dsl/param.ts';
 import { keyToJSON, split, type Key } from '../../dsl/random.ts';
 import { openSafetensors, writeSafetensors, type StFile, type StTensor } from '../../dsl/safetensors.ts';
-import { wrap } from '../../dsl/tensor.ts';
-import type { Maps } from '../../layers/conv.ts';
 import { flipHorizontal } from '../data/batches.ts';
 import type { ImageDataset } from '../data/dataset.ts';
-import { sampleKeys, type AutoencoderKL } from './autoencoder-kl.ts';
-import { latentSize } from './config.ts';
+import { sampleKeys } from './autoencoder-kl.ts';
+import { latentSize, type VaeConfig } from './config.ts';
 
 export const LATENTS_FORMAT = 'mdt-ts-latents/1';
 export const MANIFEST_FILE = 'latents.json';
@@ -81,6 +78,13 @@ export interface EncodeLatentsResult {
   readonly skippedShards: number;
 }
 
+/** What encodeLatents runs: a compiled VAE encoder (compile/vae.ts's compileVae is one). */
+export interface LatentEncoder {
+  readonly config: VaeConfig;
+  /** Images NCHW in [−1, 1] → latents NCHW (×scalingFactor): the posterior sample drawn with per-sample `keys`, or the mean. */
+  encodeToLatents(images: tf.Tensor4D, keys?: readonly Key[]): tf.Tensor4D;
+}
+
 const shardName = (s: number): string => `shard-${String(s).padStart(5, '0')}.safetensors`;
 
 function positiveInt(v: number | undefined, fallback: number, what: string): number {
@@ -104,7 +108,7 @@ async function existing(path: string): Promise<boolean> {
 }
 
 /** Encodes `ds` into `opts.outDir`, skipping the shards a previous run of the same job finished. */
-export async function encodeLatents(vae: AutoencoderKL, p: ParamView, ds: ImageDataset, opts: EncodeLatentsOptions): Promise<EncodeLatentsResult> {
+export async function encodeLatents(vae: LatentEncoder, ds: ImageDataset, opts: EncodeLatentsOptions): Promise<EncodeLatentsResult> {
   const c = vae.config;
   if (ds.channels !== c.inChannels && !(ds.channels === 1 && c.inChannels === 3)) {
     throw new Error(`encodeLatents: the VAE takes ${c.inChannels}-channel images, ${ds.name} has ${ds.channels} channels`);
@@ -177,10 +181,10 @@ export async function encodeLatents(vae: AutoencoderKL, p: ParamView, ds: ImageD
         labels[b + k] = BigInt(batch.labels[k]!);
         indices[b + k] = BigInt(i);
       });
-      latents.set(await encodeBatch(vae, p, batch.images, idx, ds, opts.key), b * per);
+      latents.set(await encodeBatch(vae, batch.images, idx, ds, opts.key), b * per);
       if (flipped) {
         flipHorizontal(batch.images, ds.channels, ds.height, ds.width, new Uint8Array(idx.length).fill(1));
-        flipped.set(await encodeBatch(vae, p, batch.images, idx, ds, flipKey), b * per);
+        flipped.set(await encodeBatch(vae, batch.images, idx, ds, flipKey), b * per);
       }
       done += idx.length;
       if (done < first + count) opts.onProgress?.({ done, total: ds.size, shard: s, shards: manifest.shards, skipped: false });
@@ -199,16 +203,19 @@ export async function encodeLatents(vae: AutoencoderKL, p: ParamView, ds: ImageD
   return { manifest, encodedShards, skippedShards: manifest.shards - encodedShards };
 }
 
-async function encodeBatch(vae: AutoencoderKL, p: ParamView, images: Float32Array, idx: Int32Array, ds: ImageDataset, key: Key | undefined): Promise<Float32Array> {
+async function encodeBatch(vae: LatentEncoder, images: Float32Array, idx: Int32Array, ds: ImageDataset, key: Key | undefined): Promise<Float32Array> {
   const x = tf.tidy(() => {
     const t = tf.tensor4d(images, [idx.length, ds.channels, ds.height, ds.width]);
     return ds.channels === vae.config.inChannels ? t : tf.tile(t, [1, vae.config.inChannels, 1, 1]);
   });
-  const z = vae.encodeToLatents(p, wrap<Maps>(x), key ? sampleKeys(key, idx) : undefined);
-  x.dispose();
-  const data = (await z.raw.data()) as Float32Array;
-  z.raw.dispose();
-  return data;
+  try {
+    const z = vae.encodeToLatents(x, key ? sampleKeys(key, idx) : undefined);
+    const data = (await z.data()) as Float32Array;
+    z.dispose();
+    return data;
+  } finally {
+    x.dispose();
+  }
 }
 
 function checkShard(f: StFile, path: string, jobId: string, shard: number, count: number): void {

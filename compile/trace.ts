@@ -1,0 +1,81 @@
+/**
+ * Tracing: run a program written with the DSL's typed ops on symbolic inputs and keep the
+ * graph it records. `jit` does that once per shape signature of the tensors it is called
+ * with, optimises the graph (fusion, CSE, DCE) and keeps the executable, like jax.jit.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { Shape } from '../dsl/shape.ts';
+import { tensorOf, type Tensor } from '../dsl/tensor.ts';
+import { paramView, type ParamDecls, type ParamView } from '../dsl/param.ts';
+import { GraphBuilder, type DType, type Graph, type InputKind } from './ir.ts';
+import { lower, type Executable } from './execute.ts';
+import { optimize } from './pipeline.ts';
+
+export interface InputSpec {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly kind?: InputKind;
+}
+
+/** What a traced program sees: its data inputs by name, and parameters through a ParamView. */
+export interface TraceIO {
+  readonly graph: GraphBuilder;
+  /** The data input `name` (its shape and dtype come from the specs). */
+  data<S extends Shape>(name: string): Tensor<S>;
+  /** Parameters declared by `decls`, each a named input when first read. */
+  params(decls: ParamDecls, available?: (path: string) => boolean): ParamView;
+}
+
+export type Program = (io: TraceIO) => Readonly<Record<string, Tensor<Shape>>>;
+
+/** Records `fn` on inputs of the given specs; its returned tensors become the named outputs. */
+export function trace(fn: Program, specs: Readonly<Record<string, InputSpec>>): Graph {
+  const graph = new GraphBuilder();
+  const io: TraceIO = {
+    graph,
+    data<S extends Shape>(name: string): Tensor<S> {
+      const s = specs[name];
+      if (s === undefined) throw new Error(`trace: no input named '${name}' (given: ${Object.keys(specs).join(', ') || 'none'})`);
+      return tensorOf<S>(graph, graph.input(name, s.kind ?? 'data', s.shape, s.dtype));
+    },
+    params: (decls, available) => paramView(graph, decls, available),
+  };
+  for (const [name, t] of Object.entries(fn(io))) graph.output(name, t.id);
+  return graph.finish();
+}
+
+/** The shape signature of a call: names, shapes and dtypes of what it is given. */
+export function signature(inputs: ReadonlyMap<string, tf.Tensor>): string {
+  return [...inputs].map(([k, t]) => `${k}:${t.dtype}[${t.shape.join(',')}]`).sort().join(';');
+}
+
+export function specsOf(inputs: ReadonlyMap<string, tf.Tensor>, kind: (name: string) => InputKind = () => 'data'): Record<string, InputSpec> {
+  return Object.fromEntries([...inputs].map(([k, t]) => [k, { shape: t.shape, dtype: t.dtype as DType, kind: kind(k) }]));
+}
+
+export interface Jitted {
+  /** Runs the program (traced and compiled on the first call with these shapes); outputs are the caller's. */
+  (inputs: ReadonlyMap<string, tf.Tensor>): Map<string, tf.Tensor>;
+  /** The executable for a signature, compiling it if needed. */
+  executable(inputs: ReadonlyMap<string, tf.Tensor>): Executable;
+  dispose(): void;
+}
+
+/** A program compiled per shape signature of its inputs (MDTv2's varying kept-token count gets one per length). */
+export function jit(fn: Program, build: (g: Graph) => Graph = optimize): Jitted {
+  const cache = new Map<string, Executable>();
+  const executable = (inputs: ReadonlyMap<string, tf.Tensor>): Executable => {
+    const key = signature(inputs);
+    let exe = cache.get(key);
+    if (exe === undefined) cache.set(key, (exe = lower(build(trace(fn, specsOf(inputs))))));
+    return exe;
+  };
+  const run = (inputs: ReadonlyMap<string, tf.Tensor>) => executable(inputs).run(inputs);
+  return Object.assign(run, {
+    executable,
+    dispose: () => {
+      for (const e of cache.values()) e.dispose();
+      cache.clear();
+    },
+  });
+}
