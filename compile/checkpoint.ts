@@ -1,23 +1,33 @@
 /**
- * Run directories and checkpoints. A checkpoint is written under a temporary name and
- * renamed when complete; `latest` is switched atomically after that, and only then is the
- * previous checkpoint removed — a kill at any moment loses at most the steps since the last save.
+ * Run directories and checkpoints. A checkpoint is written into a temporary folder and renamed
+ * when complete; `latest` is switched atomically after that, and only then are older ones
+ * retired — a kill at any moment loses at most the steps since the last save.
  *
  *   RUN/run.json                    what was asked (config, options, seed)
  *   RUN/latest                      name of the newest complete checkpoint
  *   RUN/checkpoints/NNNNNN/         model.safetensors  ema.safetensors  opt.safetensors  meta.json
+ *
+ * meta.json is written last and records each file's size and SHA-256, so a checkpoint is valid
+ * when its meta.json reads, every file matches it, and every value is finite. Nothing with a NaN
+ * or an infinity is ever written, and nothing with one is loaded.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { writeFileAtomic } from '../dsl/atomic-write.ts';
+import { ioError, tempPath, writeFileAtomic } from '../dsl/atomic-write.ts';
 import { openSafetensors, readSafetensors, writeSafetensors, type StTensor } from '../dsl/safetensors.ts';
 import { openTorchCheckpoint } from '../dsl/torch-pt.ts';
 import type { ModelConfig } from '../mdt/config.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
 import { paramsFromStateDict, stateDictFromParams } from './weights.ts';
 import type { Trainer } from './train.ts';
+
+export interface CheckpointFile {
+  readonly bytes: number;
+  readonly sha256: string;
+}
 
 export interface CheckpointMeta {
   readonly step: number;
@@ -26,12 +36,82 @@ export interface CheckpointMeta {
   readonly run: Record<string, unknown>;
   readonly versions: Record<string, string>;
   readonly savedAt: string;
+  /** Size and hash of each file (absent in checkpoints written before they were recorded). */
+  readonly files?: Readonly<Record<string, CheckpointFile>>;
 }
 
+/** Which checkpoints a run keeps. */
+export interface CheckpointHistory {
+  /** The newest this many (≥ 1). */
+  readonly keep: number;
+  /** And, for good, every one whose step is a multiple of this (0: none). */
+  readonly milestoneEvery: number;
+}
+
+/** A checkpoint that is incomplete, corrupt or holds non-finite values; the message says which file and why. */
+export class InvalidCheckpointError extends Error {
+  override readonly name = 'InvalidCheckpointError';
+}
+
+/** Weights or optimizer state with NaN or infinite values. */
+export class NonFiniteError extends Error {
+  override readonly name = 'NonFiniteError';
+}
+
+const FILES = ['model.safetensors', 'ema.safetensors', 'opt.safetensors'] as const;
+const STEP_NAME = /^\d{6}$/;
 const stepName = (step: number) => String(step).padStart(6, '0');
 
 export function versions(): Record<string, string> {
   return { 'mdt-ts': '0.1.0', tfjs: tf.version_core, node: process.version, backend: tf.getBackend() };
+}
+
+/** A JSON file, or an error that names it and says what it should hold. */
+export async function readJsonFile(path: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw ioError(`reading ${what}`, path, e);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new Error(`${path}: not valid JSON (${(e as Error).message}); expected ${what}${text.length === 0 ? ' (the file is empty)' : ''}`);
+  }
+}
+
+/**
+ * Where a state dict holds NaN or ±Inf: null when nowhere, else a sentence naming the tensors
+ * (the first few) and how many of their values.
+ */
+export function nonFiniteReport(sd: ReadonlyMap<string, StTensor>): string | null {
+  const bad: string[] = [];
+  let floats = 0;
+  for (const [key, t] of sd) {
+    const d = t.data;
+    if (!(d instanceof Float32Array || d instanceof Float64Array)) continue;
+    floats++;
+    let nan = 0;
+    let inf = 0;
+    for (let i = 0; i < d.length; i++) {
+      const v = d[i]!;
+      // v − v is 0 for every finite v and NaN for NaN and ±Inf: one test in the common case.
+      if (v - v !== 0) {
+        if (Number.isNaN(v)) nan++;
+        else inf++;
+      }
+    }
+    if (nan + inf > 0) bad.push(`${key} (${[nan > 0 ? `${nan} NaN` : '', inf > 0 ? `${inf} ±Inf` : ''].filter((s) => s !== '').join(', ')} of ${d.length})`);
+  }
+  if (bad.length === 0) return null;
+  const shown = 6;
+  return `non-finite values in ${bad.length} of ${floats} tensors: ${bad.slice(0, shown).join(', ')}${bad.length > shown ? `, … (${bad.length - shown} more)` : ''}`;
+}
+
+function assertFinite(sd: ReadonlyMap<string, StTensor>, where: string): void {
+  const report = nonFiniteReport(sd);
+  if (report !== null) throw new NonFiniteError(`${where}: ${report}`);
 }
 
 async function toStateDict(m: ReadonlyMap<string, tf.Tensor>): Promise<Map<string, StTensor>> {
@@ -40,37 +120,175 @@ async function toStateDict(m: ReadonlyMap<string, tf.Tensor>): Promise<Map<strin
   return out;
 }
 
-/** Writes a complete checkpoint of `trainer` at `step` into RUN, then retires older ones (keeping `keep`). */
-export async function saveCheckpoint(runDir: string, trainer: Trainer, step: number, run: Record<string, unknown>, keep = 1): Promise<string> {
+async function hashFile(path: string): Promise<CheckpointFile> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  try {
+    for await (const chunk of createReadStream(path)) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).byteLength;
+    }
+  } catch (e) {
+    throw ioError('reading', path, e);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/** The checkpoint folder names of RUN (NNNNNN), oldest first. */
+export async function listCheckpoints(runDir: string): Promise<string[]> {
   const root = join(runDir, 'checkpoints');
-  await mkdir(root, { recursive: true });
+  try {
+    return (await readdir(root)).filter((d) => STEP_NAME.test(d)).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw ioError('listing', root, e);
+  }
+}
+
+type Contents = readonly (readonly [(typeof FILES)[number], () => Promise<readonly [Map<string, StTensor>, Record<string, string>]>])[];
+
+/** The files of a checkpoint of `trainer` at `step`, each made when asked (one in memory at a time). */
+function checkpointContents(trainer: Trainer, step: number): Contents {
+  const decls = trainer.model.params;
+  const pt = { format: 'pt', step: String(step) };
+  return [
+    ['model.safetensors', async () => [await stateDictFromParams(decls, trainer.params), pt]],
+    ['ema.safetensors', async () => [await stateDictFromParams(decls, trainer.ema), pt]],
+    ['opt.safetensors', async () => [await toStateDict(trainer.optimizer.slots()), { step: String(trainer.optimizer.step), optimizer: JSON.stringify(trainer.optimizer.config) }]],
+  ];
+}
+
+/** Where the trainer's weights, EMA or optimizer state hold NaN or ±Inf (what saveCheckpoint refuses); null when nowhere. */
+export async function nonFiniteState(trainer: Trainer): Promise<string | null> {
+  for (const [file, make] of checkpointContents(trainer, trainer.optimizer.step)) {
+    const report = nonFiniteReport((await make())[0]);
+    if (report !== null) return `${file}: ${report}`;
+  }
+  return null;
+}
+
+/**
+ * Writes a complete checkpoint of `trainer` at `step` into RUN, points `latest` at it, then
+ * retires the ones `history` does not keep. Each file's values are checked before it is
+ * written: non-finite weights (a diverged run) are a NonFiniteError naming the tensors, and no
+ * checkpoint is made. Any failure removes the partial folder and names the path.
+ */
+export async function saveCheckpoint(runDir: string, trainer: Trainer, step: number, run: Record<string, unknown>, history: CheckpointHistory): Promise<string> {
+  if (!Number.isInteger(history.keep) || history.keep < 1) throw new Error(`saveCheckpoint: keep must be an integer ≥ 1, got ${history.keep}`);
+  const root = join(runDir, 'checkpoints');
   const name = stepName(step);
   const final = join(root, name);
-  const tmp = join(root, `${name}.tmp-${process.pid}`);
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp);
-  const decls = trainer.model.params;
-  const meta: CheckpointMeta = { step, config: trainer.model.config, run, versions: versions(), savedAt: new Date().toISOString() };
-  await writeSafetensors(join(tmp, 'model.safetensors'), await stateDictFromParams(decls, trainer.params), { format: 'pt', step: String(step) });
-  await writeSafetensors(join(tmp, 'ema.safetensors'), await stateDictFromParams(decls, trainer.ema), { format: 'pt', step: String(step) });
-  await writeSafetensors(join(tmp, 'opt.safetensors'), await toStateDict(trainer.optimizer.slots()), { step: String(trainer.optimizer.step), optimizer: JSON.stringify(trainer.optimizer.config) });
-  await writeFileAtomic(join(tmp, 'meta.json'), JSON.stringify(meta, null, 1));
-  await rm(final, { recursive: true, force: true });
-  await rename(tmp, final);
+  let tmp: string | null = null;
+  try {
+    await mkdir(root, { recursive: true });
+    tmp = tempPath(final);
+    await mkdir(tmp);
+    const files: Record<string, CheckpointFile> = {};
+    for (const [file, make] of checkpointContents(trainer, step)) {
+      const [sd, metadata] = await make();
+      assertFinite(sd, `${file} of step ${step}`);
+      const path = join(tmp, file);
+      await writeSafetensors(path, sd, metadata);
+      files[file] = await hashFile(path);
+    }
+    const meta: CheckpointMeta = { step, config: trainer.model.config, run, versions: versions(), savedAt: new Date().toISOString(), files };
+    await writeFileAtomic(join(tmp, 'meta.json'), JSON.stringify(meta, null, 1));
+    await rm(final, { recursive: true, force: true });
+    await rename(tmp, final);
+    tmp = null;
+  } catch (e) {
+    if (tmp !== null) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    if (e instanceof NonFiniteError) throw new NonFiniteError(`not saving checkpoint ${final}: ${e.message}`);
+    throw ioError('saving checkpoint', final, e);
+  }
   await writeFileAtomic(join(runDir, 'latest'), `${name}\n`);
-  const done = (await readdir(root)).filter((d) => /^\d{6}$/.test(d)).sort();
-  for (const old of done.slice(0, Math.max(0, done.length - keep))) if (old !== name) await rm(join(root, old), { recursive: true, force: true });
+  await retire(runDir, name, history);
   return final;
 }
 
-/** RUN dir → its latest checkpoint dir; a checkpoint dir → itself. */
+async function retire(runDir: string, newest: string, history: CheckpointHistory): Promise<void> {
+  const all = await listCheckpoints(runDir);
+  const recent = new Set(all.slice(-history.keep));
+  for (const old of all) {
+    if (old === newest || recent.has(old) || (history.milestoneEvery > 0 && Number(old) % history.milestoneEvery === 0)) continue;
+    // Renamed first: a kill during the removal leaves a temp folder that the next run clears,
+    // never a half-removed checkpoint that looks like a corrupt one.
+    const path = join(runDir, 'checkpoints', old);
+    const doomed = tempPath(path);
+    try {
+      await rename(path, doomed);
+      await rm(doomed, { recursive: true, force: true });
+    } catch (e) {
+      throw ioError('retiring the old checkpoint', path, e);
+    }
+  }
+}
+
+/** meta.json of a checkpoint folder, checked enough to be used. */
+export async function readCheckpointMeta(dir: string): Promise<CheckpointMeta> {
+  const path = join(dir, 'meta.json');
+  if (!existsSync(path)) throw new InvalidCheckpointError(`${dir}: no meta.json (an incomplete checkpoint, or not a checkpoint folder)`);
+  const meta = await readJsonFile(path, "a checkpoint's meta.json (step, config, run)") as Partial<CheckpointMeta> | null;
+  if (meta === null || typeof meta !== 'object' || !Number.isInteger(meta.step) || typeof meta.config !== 'object' || meta.config === null || typeof meta.run !== 'object') {
+    throw new InvalidCheckpointError(`${path}: expected an object with an integer "step", a "config" and a "run", got ${JSON.stringify(meta).slice(0, 120)}`);
+  }
+  return meta as CheckpointMeta;
+}
+
+interface StateDictFile {
+  readonly tensors: Map<string, StTensor>;
+  readonly metadata: Record<string, string>;
+}
+
+/** A checkpoint's file after checking it against meta.json (size, hash) and for non-finite values. */
+async function verifiedStateDict(dir: string, file: string, meta: CheckpointMeta): Promise<StateDictFile> {
+  const path = join(dir, file);
+  if (!existsSync(path)) throw new InvalidCheckpointError(`${path} is missing`);
+  const want = meta.files?.[file];
+  if (want !== undefined) {
+    const got = await hashFile(path);
+    if (got.bytes !== want.bytes) throw new InvalidCheckpointError(`${path} is ${got.bytes} bytes, meta.json records ${want.bytes} (truncated or overwritten)`);
+    if (got.sha256 !== want.sha256) throw new InvalidCheckpointError(`${path} does not match the SHA-256 in meta.json (the file is corrupt)`);
+  }
+  const tensors = new Map<string, StTensor>();
+  let metadata: Record<string, string>;
+  try {
+    const f = await openSafetensors(path);
+    try {
+      for (const k of f.entries.keys()) tensors.set(k, await f.read(k));
+    } finally {
+      await f.close();
+    }
+    metadata = f.metadata;
+  } catch (e) {
+    // The reader's own errors name the file; the system's may not.
+    throw new InvalidCheckpointError((e as Error).message.includes(path) ? (e as Error).message : ioError('reading', path, e).message);
+  }
+  assertFinite(tensors, path);
+  return { tensors, metadata };
+}
+
+/** Checks a checkpoint folder without loading it into a model: meta.json, every file, every value. */
+export async function verifyCheckpoint(dir: string): Promise<CheckpointMeta> {
+  const meta = await readCheckpointMeta(dir);
+  for (const file of FILES) await verifiedStateDict(dir, file, meta);
+  return meta;
+}
+
+/** RUN dir → the checkpoint `latest` names; a checkpoint dir → itself. */
 export async function resolveCheckpointDir(path: string): Promise<string> {
   if (existsSync(join(path, 'meta.json'))) return path;
   const latest = join(path, 'latest');
   if (!existsSync(latest)) throw new Error(`${path}: not a run directory (no "latest") nor a checkpoint directory (no meta.json)`);
-  const name = (await readFile(latest, 'utf8')).trim();
+  let name: string;
+  try {
+    name = (await readFile(latest, 'utf8')).trim();
+  } catch (e) {
+    throw ioError('reading', latest, e);
+  }
+  if (!STEP_NAME.test(name)) throw new InvalidCheckpointError(`${latest}: expected a checkpoint name like 000800, got ${JSON.stringify(name.slice(0, 40))}`);
   const dir = join(path, 'checkpoints', name);
-  if (!existsSync(join(dir, 'meta.json'))) throw new Error(`${path}: "latest" names checkpoint ${name}, which is missing or incomplete`);
+  if (!existsSync(join(dir, 'meta.json'))) throw new InvalidCheckpointError(`${path}: "latest" names checkpoint ${name}, which is missing or incomplete`);
   return dir;
 }
 
@@ -83,43 +301,87 @@ export interface LoadedCheckpoint {
   readonly optimizerSlots: Map<string, tf.Tensor>;
 }
 
+/** Loads and verifies a checkpoint (RUN dir: the one `latest` names); InvalidCheckpointError or NonFiniteError says what is wrong. */
 export async function loadCheckpoint(path: string, model: DiffusionModel): Promise<LoadedCheckpoint> {
   const dir = await resolveCheckpointDir(path);
-  const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as CheckpointMeta;
-  const weights = paramsFromStateDict(model.params, await readSafetensors(join(dir, 'model.safetensors')));
-  const ema = paramsFromStateDict(model.params, await readSafetensors(join(dir, 'ema.safetensors')));
-  const f = await openSafetensors(join(dir, 'opt.safetensors'));
-  const slots = new Map<string, tf.Tensor>();
+  const meta = await readCheckpointMeta(dir);
+  const made: tf.Tensor[] = [];
+  const keep = <T extends Map<string, tf.Tensor>>(m: T): T => (made.push(...m.values()), m);
   try {
-    for (const k of f.entries.keys()) {
-      const t = await f.read(k);
-      slots.set(k, tf.tensor(t.data as Float32Array, t.shape as number[], 'float32'));
-    }
-  } finally {
-    await f.close();
+    const weights = keep(paramsFromStateDict(model.params, (await verifiedStateDict(dir, 'model.safetensors', meta)).tensors));
+    const ema = keep(paramsFromStateDict(model.params, (await verifiedStateDict(dir, 'ema.safetensors', meta)).tensors));
+    const opt = await verifiedStateDict(dir, 'opt.safetensors', meta);
+    const slots = keep(new Map([...opt.tensors].map(([k, t]) => [k, tf.tensor(t.data as Float32Array, t.shape as number[], 'float32')])));
+    return { dir, meta, model: weights, ema, optimizerStep: Number(opt.metadata.step ?? meta.step), optimizerSlots: slots };
+  } catch (e) {
+    tf.dispose(made);
+    throw e;
   }
-  const optimizerStep = Number(f.metadata.step ?? meta.step);
-  return { dir, meta, model: weights, ema, optimizerStep, optimizerSlots: slots };
+}
+
+/**
+ * The newest checkpoint of RUN that is valid (the folders, not `latest`, decide: a kill between
+ * a folder's rename and the switch of `latest` leaves a newer complete one). Each invalid one is
+ * moved aside to NNNNNN.invalid (kept for inspection, never loaded or retired) and reported
+ * through `onSkip`; `latest` then names the one loaded. null when there is none.
+ */
+export async function loadNewestValidCheckpoint(runDir: string, model: DiffusionModel, onSkip: (text: string) => void): Promise<LoadedCheckpoint | null> {
+  let skipped = false;
+  for (const name of (await listCheckpoints(runDir)).reverse()) {
+    const dir = join(runDir, 'checkpoints', name);
+    try {
+      const ck = await loadCheckpoint(dir, model);
+      if (ck.meta.step !== Number(name)) throw new InvalidCheckpointError(`${join(dir, 'meta.json')} records step ${ck.meta.step}, but the folder is ${name}`);
+      if (skipped) await writeFileAtomic(join(runDir, 'latest'), `${name}\n`);
+      return ck;
+    } catch (e) {
+      const aside = await freeName(`${dir}.invalid`);
+      try {
+        await rename(dir, aside);
+      } catch (r) {
+        throw ioError('moving the invalid checkpoint aside to', aside, r);
+      }
+      onSkip(`skipped checkpoint ${name}: ${(e as Error).message}; moved it to ${aside}`);
+      skipped = true;
+    }
+  }
+  return null;
+}
+
+async function freeName(path: string): Promise<string> {
+  for (let i = 1; ; i++) {
+    const candidate = i === 1 ? path : `${path}-${i}`;
+    if (!existsSync(candidate)) return candidate;
+  }
 }
 
 /**
  * Weights for inference from any of: a run directory (its latest checkpoint), a checkpoint
  * directory, a `.safetensors` state dict, or an official PyTorch `.pt` file. Returns the EMA
  * weights where there are some (what the official sampling uses), unless `which` says otherwise.
+ * A checkpoint's file is checked against its meta.json; non-finite values are an error naming
+ * the tensors (they would sample a black or noise grid without a word).
  */
 export async function loadWeights(path: string, model: DiffusionModel, which: 'ema' | 'model' = 'ema'): Promise<Map<string, tf.Tensor>> {
   if (!existsSync(path)) throw new Error(`no checkpoint at ${path}`);
   const opts = { strict: false } as const;
   if (statSync(path).isDirectory()) {
     const dir = await resolveCheckpointDir(path);
-    return paramsFromStateDict(model.params, await readSafetensors(join(dir, `${which}.safetensors`)), opts);
+    return paramsFromStateDict(model.params, (await verifiedStateDict(dir, `${which}.safetensors`, await readCheckpointMeta(dir))).tensors, opts);
   }
-  if (path.endsWith('.safetensors')) return paramsFromStateDict(model.params, await readSafetensors(path), opts);
+  if (path.endsWith('.safetensors')) {
+    const sd = await readSafetensors(path);
+    assertFinite(sd, path);
+    return paramsFromStateDict(model.params, sd, opts);
+  }
   if (path.endsWith('.pt') || path.endsWith('.pth')) {
     const ckpt = await openTorchCheckpoint(path, { prefer: which });
     try {
       const sd = new Map<string, StTensor>();
-      for (const ref of ckpt.tensors) sd.set(ref.key, await ref.read());
+      // Only the model's keys are read: an unused extra entry (even a huge broadcast view) costs
+      // nothing, and a broadcast view the model does use is bounded by the model's own shape.
+      for (const ref of ckpt.tensors) if (ref.key in model.params) sd.set(ref.key, await ref.read({ expandViews: true }));
+      assertFinite(sd, path);
       return paramsFromStateDict(model.params, sd, opts);
     } finally {
       await ckpt.close();

@@ -14,12 +14,28 @@ import type { ZipArchive, ZipEntry } from './torch-pt/zip.ts';
 import { PyDict, PyGlobal, PyTuple, StorageRef, TensorRef, describePy, unpickle } from './torch-pt/pickle.ts';
 import type { PyValue } from './torch-pt/pickle.ts';
 
+export interface ReadTensorOptions {
+  /** Materialise a broadcast view (see `PtTensorRef.broadcast`) instead of refusing it. */
+  expandViews?: boolean;
+}
 export interface PtTensorRef {
   key: string;
   dtype: StDtype;
   shape: number[];
+  /** The view into its storage as torch.save recorded it, in elements. */
+  stride: number[];
+  storageOffset: number;
+  /**
+   * The view shows some stored element more than once: it is non-empty with a stride-0 dimension
+   * of size > 1, as `expand()` makes, or its strides overlap into more elements than the storage
+   * span it covers.
+   * Its materialised size is then not bounded by the file's, so read() expands it only on request.
+   */
+  broadcast: boolean;
+  /** Throws the error read() would (an unrequested broadcast view, a size limit) without reading anything. */
+  checkReadable(opts?: ReadTensorOptions): void;
   /** Reads the tensor as a contiguous C-order array (F16/BF16 widened to Float32Array). */
-  read(): Promise<StTensor>;
+  read(opts?: ReadTensorOptions): Promise<StTensor>;
 }
 export interface TorchCheckpoint {
   tensors: PtTensorRef[];
@@ -32,8 +48,12 @@ export interface TorchCheckpoint {
 export interface OpenTorchOptions {
   /** Which wrapped state_dict to take first when a checkpoint holds several (default 'ema', as DiT/MDT sampling does). */
   prefer?: 'ema' | 'model';
+  /** Limit on the pickle's object graph in slots (default MAX_PICKLE_SLOTS; see `unpickle`). */
+  maxPickleSlots?: number;
+  /** Most bytes one tensor's read() may return, or fetch from its storage (default MAX_TENSOR_BYTES). */
+  maxTensorBytes?: number;
 }
-export interface ConvertTorchOptions extends OpenTorchOptions {
+export interface ConvertTorchOptions extends OpenTorchOptions, ReadTensorOptions {
   /** Store F16/BF16 tensors as F32 (exact); without it, half-precision input is refused. */
   fp16ToFp32?: boolean;
   /** Called after each tensor with tensor bytes written so far and in total. */
@@ -41,6 +61,12 @@ export interface ConvertTorchOptions extends OpenTorchOptions {
 }
 
 const MAX_PICKLE_BYTES = 1 << 30;
+// Past this an element index no longer fits a positive int32, which TF.js backends (the wasm one,
+// with its 32-bit heap, among them) do not handle; no MDT or DiT tensor comes near.
+const MAX_TENSOR_ELEMENTS = 2 ** 31 - 1;
+// Default maxTensorBytes: Node's largest Buffer (4 GiB); MDT-XL's largest tensor (an adaLN weight,
+// 6912 × 1152) takes 32 MB.
+const MAX_TENSOR_BYTES = 2 ** 32;
 const WRAPPER_KEYS = ['ema', 'model', 'state_dict', 'model_state_dict'] as const;
 
 function isStateDict(v: PyValue): v is PyDict {
@@ -49,17 +75,24 @@ function isStateDict(v: PyValue): v is PyDict {
   return true;
 }
 
-// The depth cap also stops self-referential containers (possible through the pickle memo).
+// Deeper containers are summarised, so a deeply nested pickle cannot overflow the JS stack here.
 const MAX_EXTRA_DEPTH = 32;
 
-function toPlain(v: PyValue, depth = 0): unknown {
+/**
+ * A plain tree of `v`. Containers the pickle shares (through its memo) are written out once and
+ * summarised wherever they recur, cycles included, so the tree is never larger than the pickle's
+ * object graph: `[L]*10` nested 30 deep takes 300 steps, not 10^30.
+ */
+function toPlain(v: PyValue, seen: Set<PyValue>, depth = 0): unknown {
+  if (!(v instanceof PyDict || v instanceof PyTuple || Array.isArray(v))) {
+    return v instanceof TensorRef || v instanceof StorageRef || v instanceof PyGlobal ? `<${describePy(v)}>` : v;
+  }
+  if (seen.has(v)) return `<${describePy(v)}, shared: written out at its first occurrence>`;
+  seen.add(v);
   if (isStateDict(v)) return `<state_dict of ${v.map.size} tensors>`;
-  const inner = (x: PyValue): unknown => (depth < MAX_EXTRA_DEPTH ? toPlain(x, depth + 1) : `<${describePy(x)}>`);
+  const inner = (x: PyValue): unknown => (depth < MAX_EXTRA_DEPTH ? toPlain(x, seen, depth + 1) : `<${describePy(x)}>`);
   if (v instanceof PyDict) return Object.fromEntries([...v.map].map(([k, x]) => [typeof k === 'string' ? k : String(inner(k)), inner(x)]));
-  if (v instanceof PyTuple) return v.items.map(inner);
-  if (Array.isArray(v)) return v.map(inner);
-  if (v instanceof TensorRef || v instanceof StorageRef || v instanceof PyGlobal) return `<${describePy(v)}>`;
-  return v;
+  return (v instanceof PyTuple ? v.items : v).map(inner);
 }
 
 function keyList(d: PyDict): string {
@@ -76,7 +109,8 @@ function findStateDict(root: PyValue, prefer: 'ema' | 'model', path: string): { 
   for (const key of order) {
     const candidate = root.map.get(key);
     if (candidate !== undefined && isStateDict(candidate)) {
-      const extra = Object.fromEntries([...root.map].filter(([k]) => k !== key).map(([k, v]) => [String(k), toPlain(v)]));
+      const seen = new Set<PyValue>();
+      const extra = Object.fromEntries([...root.map].filter(([k]) => k !== key).map(([k, v]) => [String(k), toPlain(v, seen)]));
       return { dict: candidate, wrapperKey: key, extra };
     }
   }
@@ -139,8 +173,11 @@ function storageEntry(a: Archive, s: StorageRef, key: string): ZipEntry {
   return entry;
 }
 
-/** Validates a tensor view against its storage up front, returning a lazy reader for it. */
-function tensorRef(a: Archive, key: string, t: TensorRef): PtTensorRef {
+/**
+ * Validates a tensor view against its storage up front, returning a lazy reader for it: nothing
+ * is fetched or allocated until read(), so a tensor nobody reads costs nothing.
+ */
+function tensorRef(a: Archive, key: string, t: TensorRef, maxBytes: number): PtTensorRef {
   const entry = storageEntry(a, t.storage, key);
   const numel = t.size.reduce((x, y) => x * y, 1);
   if (!Number.isSafeInteger(numel)) throw new Error(`${a.path}: tensor '${key}' has an impossible size [${t.size.join(', ')}]`);
@@ -154,11 +191,34 @@ function tensorRef(a: Archive, key: string, t: TensorRef): PtTensorRef {
   }
   const dtype = t.storage.dtype;
   const shape = [...t.size];
+  const stride = [...t.stride];
+  const broadcast = numel > extent || (numel > 0 && shape.some((n, d) => n > 1 && stride[d] === 0));
+  const spanBytes = extent * stItemSize(dtype);
+  const outBytes = numel * (dtype === 'F16' || dtype === 'BF16' ? stItemSize('F32') : stItemSize(dtype));
+  const checkReadable = (opts: ReadTensorOptions = {}): void => {
+    const what = `${a.path}: tensor '${key}' of shape [${shape.join(', ')}] (${numel} elements, strides [${stride.join(', ')}])`;
+    if (broadcast && !opts.expandViews) {
+      throw new Error(
+        `${what} is a broadcast view repeating ${extent} stored element${extent === 1 ? '' : 's'} (such as expand() makes); ` +
+        `expanded it takes ${outBytes} bytes, so it is read only on request (expandViews: true; mdt convert --expand-views)`,
+      );
+    }
+    if (numel > MAX_TENSOR_ELEMENTS) throw new Error(`${what} exceeds the limit of ${MAX_TENSOR_ELEMENTS} elements per tensor`);
+    if (outBytes > maxBytes) throw new Error(`${what} takes ${outBytes} bytes when read, over the limit of ${maxBytes} bytes per tensor (maxTensorBytes)`);
+    if (spanBytes > maxBytes) {
+      throw new Error(`${what} is read from a span of ${extent} stored elements (${spanBytes} bytes), over the limit of ${maxBytes} bytes per tensor (maxTensorBytes)`);
+    }
+  };
   return {
     key,
     dtype,
     shape,
-    async read(): Promise<StTensor> {
+    stride,
+    storageOffset: t.offset,
+    broadcast,
+    checkReadable,
+    async read(opts?: ReadTensorOptions): Promise<StTensor> {
+      checkReadable(opts);
       const span = allocStored(dtype, extent);
       const bytes = bytesOf(span);
       const start = (await a.zip.dataOffset(entry)) + t.offset * stItemSize(dtype);
@@ -168,9 +228,9 @@ function tensorRef(a: Archive, key: string, t: TensorRef): PtTensorRef {
         throw new Error(`${a.path}: storage '${t.storage.key}' (tensor '${key}') fails its CRC check; the file is corrupt`);
       }
       let stored = span;
-      if (!isCContiguous(shape, t.stride)) {
+      if (!isCContiguous(shape, stride)) {
         stored = allocStored(dtype, numel);
-        gather(span, stored, shape, t.stride, 0);
+        gather(span, stored, shape, stride, 0);
       }
       return { dtype, shape: [...shape], data: fromStored(dtype, stored) };
     },
@@ -203,9 +263,10 @@ export async function openTorchCheckpoint(path: string, opts: OpenTorchOptions =
     const pickleBytes = new Uint8Array(pkl.size);
     await readExactlyAt(handle, pickleBytes, await zip.dataOffset(pkl), `${path}: ${pkl.name}`);
     if (crc32(pickleBytes) !== pkl.crc32) throw new Error(`${path}: ${pkl.name} fails its CRC check; the file is corrupt`);
-    const root = unpickle(pickleBytes, `${path}: ${pkl.name}`);
+    const root = unpickle(pickleBytes, `${path}: ${pkl.name}`, { maxSlots: opts.maxPickleSlots });
     const { dict, wrapperKey, extra } = findStateDict(root, opts.prefer ?? 'ema', path);
-    const tensors = [...dict.map].map(([k, t]) => tensorRef(archive, k as string, t as TensorRef));
+    const maxBytes = opts.maxTensorBytes ?? MAX_TENSOR_BYTES;
+    const tensors = [...dict.map].map(([k, t]) => tensorRef(archive, k as string, t as TensorRef, maxBytes));
     let closed = false;
     return {
       tensors,
@@ -229,10 +290,11 @@ function writableDtype(t: PtTensorRef): StWritableDtype {
 
 /**
  * Converts a torch.save checkpoint's state_dict to safetensors, one tensor at a time (memory stays
- * around the largest tensor), writing atomically. Returns the tensor count and the output file size.
+ * around the largest tensor), writing atomically; broadcast views are refused unless `expandViews`.
+ * Returns the tensor count and the output file size.
  */
 export async function convertTorchToSafetensors(inPath: string, outPath: string, opts: ConvertTorchOptions = {}): Promise<{ count: number; bytes: number }> {
-  const ckpt = await openTorchCheckpoint(inPath, opts.prefer ? { prefer: opts.prefer } : {});
+  const ckpt = await openTorchCheckpoint(inPath, opts);
   try {
     const halves = ckpt.tensors.filter((t) => t.dtype === 'F16' || t.dtype === 'BF16');
     if (halves.length > 0 && !opts.fp16ToFp32) {
@@ -241,11 +303,13 @@ export async function convertTorchToSafetensors(inPath: string, outPath: string,
         'pass --fp16-to-fp32 (fp16ToFp32: true) to store them as float32',
       );
     }
+    // Refuse before writing anything rather than after writing gigabytes.
+    for (const t of ckpt.tensors) t.checkReadable(opts);
     const sources = ckpt.tensors.map((t): StTensorSource => ({
       name: t.key,
       dtype: writableDtype(t),
       shape: t.shape,
-      load: async (): Promise<StData> => (await t.read()).data,
+      load: async (): Promise<StData> => (await t.read(opts)).data,
     }));
     const metadata: Record<string, string> = { format: 'pt', converted_from: basename(inPath) };
     if (ckpt.wrapperKey !== null) metadata.state_dict_key = ckpt.wrapperKey;

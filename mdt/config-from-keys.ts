@@ -74,7 +74,8 @@ function blockCount(shapes: Shapes, prefix: string): number {
   return n;
 }
 
-function detectVariant(shapes: Shapes): Variant {
+/** DiT, MDT v1 or MDTv2, from the block names alone. */
+export function detectVariant(shapes: Shapes): Variant {
   const keys = [...shapes.keys()];
   if (keys.some((k) => k.startsWith('en_inblocks.'))) return 'mdt-v2';
   if (!keys.some((k) => k.startsWith('blocks.'))) {

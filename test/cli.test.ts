@@ -5,8 +5,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildProgram, runCli } from '../mdt/cli/main.ts';
-import type { CliIO } from '../mdt/cli/io.ts';
+import { buildProgram } from '../mdt/cli/main.ts';
+import { cli } from './cli-capture.ts';
 import { TRAIN_DEFAULTS } from '../mdt/cli/train.ts';
 import { readSafetensors, writeSafetensors } from '../dsl/safetensors.ts';
 import { keyFromSeed } from '../dsl/random.ts';
@@ -22,13 +22,6 @@ import { encodePng } from '../mdt/viz/png.ts';
 
 const FIXTURES = '/work/shared/fixtures';
 
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io: CliIO = { write: (s) => void (out += s), writeErr: (s) => void (err += s), tty: false };
-  const code = await runCli(argv, io);
-  return { code, out, err };
-}
 
 const flat = (s: string) => s.replace(/\s+/g, ' ');
 

@@ -19,6 +19,10 @@ export const op = {
   stop: bytes(0x2e),
   mark: bytes(0x28),
   emptyDict: bytes(0x7d),
+  emptyList: bytes(0x5d),
+  append: bytes(0x61),
+  appends: bytes(0x65),
+  memoize: bytes(0x94),
   emptyTuple: bytes(0x29),
   tuple: bytes(0x74),
   setitems: bytes(0x75),
@@ -85,6 +89,18 @@ export function stateDictOps(tensors: readonly TensorSpec[]): Uint8Array {
     return cat([op.str(t.key), value]);
   });
   return cat([emptyOrderedDict, op.mark, ...items, op.setitems]);
+}
+
+/**
+ * Python's pickle of `L = []; for _ in range(depth): L = [L] * width`: each list holds `width`
+ * references to the one below, pickled inline once and fetched from memo slot 0..depth after
+ * that (the rest of the pickle must not use these slots); as a tree it would have width^depth leaves.
+ */
+export function sharedListChain(depth: number, width: number): Uint8Array {
+  if (depth > 0xff) throw new Error(`sharedListChain: depth must be at most 255 (BINPUT's one-byte memo slot), got ${depth}`);
+  const opens = Array.from({ length: depth }, (_, i) => cat([op.emptyList, op.binput(i), op.mark]));
+  const closes = Array.from({ length: depth }, (_, i) => cat([...Array.from({ length: width - 1 }, () => op.binget(depth - i)), op.appends]));
+  return cat([...opens, op.emptyList, op.binput(depth), ...closes]);
 }
 
 /** A complete data.pkl: a bare state_dict, or a plain dict `{wrapKey: state_dict, ...extra}`. */

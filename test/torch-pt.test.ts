@@ -7,7 +7,9 @@ import fc from 'fast-check';
 import { convertTorchToSafetensors, openTorchCheckpoint } from '../dsl/torch-pt.ts';
 import { openSafetensors, readSafetensors } from '../dsl/safetensors.ts';
 import type { StTensor } from '../dsl/safetensors.ts';
-import { checkpointPickle, op, pickle, stateDictOps, writeTorchArchive } from './torch-pt-builder.ts';
+import { unpickle } from '../dsl/torch-pt/pickle.ts';
+import type { PyValue } from '../dsl/torch-pt/pickle.ts';
+import { checkpointPickle, op, pickle, sharedListChain, stateDictOps, writeTorchArchive } from './torch-pt-builder.ts';
 import type { TensorSpec } from './torch-pt-builder.ts';
 
 const FIXTURES = new URL('../../shared/fixtures/', import.meta.url).pathname;
@@ -31,6 +33,14 @@ function assertSameTensor(actual: StTensor, expected: StTensor, name: string): v
   assert.deepEqual([...actual.shape], [...expected.shape], name);
   assert.equal(actual.data.constructor, expected.data.constructor, name);
   assert.ok(Buffer.from(bytesOf(actual.data)).equals(bytesOf(expected.data)), `${name}: data differs`);
+}
+
+/** Runs `fn`, with the wall time it took and how far it grew the resident set. */
+async function measured<T>(fn: () => Promise<T>): Promise<{ result: T; ms: number; rssGrowthMB: number }> {
+  const rss = process.memoryUsage().rss;
+  const start = performance.now();
+  const result = await fn();
+  return { result, ms: performance.now() - start, rssGrowthMB: (process.memoryUsage().rss - rss) / 2 ** 20 };
 }
 
 /** Expects `promise` to reject with a message starting with `prefix` and matching `pattern`. */
@@ -114,7 +124,7 @@ test('non-contiguous views, storage offsets, size-1 dims and shared storages com
   });
 });
 
-test('any strided view (including stride 0 and offsets) reads as storage[offset + Σ index·stride]', async () => {
+test('any strided view (including stride 0 and offsets) reads as storage[offset + Σ index·stride], broadcasts on request', async () => {
   await withTempDir(async (dir) => {
     const path = join(dir, 'prop.pt');
     const view = fc.array(fc.tuple(fc.integer({ min: 0, max: 4 }), fc.integer({ min: 0, max: 6 })), { maxLength: 4 });
@@ -127,7 +137,10 @@ test('any strided view (including stride 0 and offsets) reads as storage[offset 
         const numel = offset + extent + spare;
         await writeTorchArchive(path, checkpointPickle([f32('t', '0', numel, offset, size, stride)]), new Map([['0', bytesOf(iota(numel))]]));
         const ckpt = await openTorchCheckpoint(path);
-        const t = await ckpt.tensors[0].read();
+        const ref = ckpt.tensors[0];
+        const t = await ref.read({ expandViews: true });
+        if (ref.broadcast) await assert.rejects(ref.read(), /is a broadcast view/);
+        else assert.deepEqual(await ref.read(), t);
         await ckpt.close();
         const expected: number[] = [];
         for (let flat = 0; flat < n; flat++) {
@@ -141,6 +154,11 @@ test('any strided view (including stride 0 and offsets) reads as storage[offset 
         }
         assert.deepEqual(t.shape, size);
         assert.deepEqual([...t.data], expected);
+        assert.deepEqual([ref.stride, ref.storageOffset], [stride, offset]);
+        // Flagged views do repeat elements; unflagged ones never come out larger than the span they read.
+        if (ref.broadcast) assert.ok(new Set(expected).size < n);
+        else assert.ok(n <= extent);
+        if (n > 0 && size.some((k, d) => k > 1 && stride[d] === 0)) assert.ok(ref.broadcast);
       }),
       { numRuns: 60 },
     );
@@ -197,12 +215,10 @@ test('wrapped checkpoints: ema by default, model on request, and a clear error w
     const cyclic = join(dir, 'cyclic.pt');
     await writeTorchArchive(cyclic, pickle(
       op.proto(2), op.emptyDict, op.mark, op.str('ema'), stateDictOps([f32('w', '0', 2, 0, [2], [1])]),
-      op.str('loop'), Uint8Array.of(0x5d), op.binput(0), op.binget(0), Uint8Array.of(0x61), op.setitems, op.stop,
+      op.str('loop'), op.emptyList, op.binput(0), op.binget(0), op.append, op.setitems, op.stop,
     ), new Map([['0', bytesOf(new Float32Array([1, 2]))]]));
     const withLoop = await openTorchCheckpoint(cyclic);
-    let depth = 0;
-    for (let x = withLoop.extra.loop; Array.isArray(x); x = x[0]) depth++;
-    assert.equal(depth, 33);
+    assert.deepEqual(withLoop.extra.loop, ['<list of 1, shared: written out at its first occurrence>']);
     await withLoop.close();
 
     const other = join(dir, 'other.pt');
@@ -297,5 +313,130 @@ test('corrupt archives and inconsistent storages are refused with clear errors, 
     const out = join(dir, 'out.safetensors');
     await rejectsWith(convertTorchToSafetensors(flipped, out), `${flipped}: storage `, /fails its CRC check; the file is corrupt/);
     assert.ok(!(await readdir(dir)).some((f) => f.startsWith('out.safetensors')), 'no output or temp file left');
+  });
+});
+
+test('a memo GET yields the very object PUT: shared references are never copied', () => {
+  const pair = unpickle(pickle(op.proto(4), op.emptyList, op.memoize, op.mark, op.emptyList, op.memoize, op.binget(1), op.appends, op.stop), 'pair');
+  assert.ok(Array.isArray(pair) && pair.length === 2 && pair[0] === pair[1] && pair[0] !== pair);
+
+  let level = unpickle(pickle(op.proto(2), sharedListChain(30, 10), op.stop), 'chain');
+  for (let depth = 30; depth > 0; depth--) {
+    assert.ok(Array.isArray(level) && level.length === 10, `level ${depth}`);
+    const items: PyValue[] = level;
+    assert.ok(items.every((x) => x === items[0]), `level ${depth}: the 10 items are one list`);
+    level = items[0];
+  }
+  assert.deepEqual(level, []);
+});
+
+test('the object-graph cap counts each push and memo entry (a dict as four) and names the limit and byte', async () => {
+  // 31 lists, 31 memo entries and 30 × 9 memo GETs: 332 slots, the last taken by the final BINGET.
+  const chain = pickle(op.proto(2), sharedListChain(30, 10), op.stop);
+  assert.ok(Array.isArray(unpickle(chain, 'chain', { maxSlots: 332 })));
+  assert.throws(() => unpickle(chain, 'chain', { maxSlots: 331 }),
+    { message: `chain: pickle byte ${chain.length - 4}: the pickle's object graph exceeds the limit of 331 slots (one per value pushed or memoised, 4 per new dict); a weights checkpoint needs far fewer` });
+  const dict = pickle(op.proto(2), op.emptyDict, op.stop);
+  assert.ok(unpickle(dict, 'dict', { maxSlots: 4 }));
+  assert.throws(() => unpickle(dict, 'dict', { maxSlots: 3 }), /^Error: dict: pickle byte 2: the pickle's object graph exceeds the limit of 3 slots/);
+
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'small.pt');
+    await writeTorchArchive(path, checkpointPickle([f32('w', '0', 2, 0, [2], [1])]), new Map([['0', bytesOf(iota(2))]]));
+    await rejectsWith(openTorchCheckpoint(path, { maxPickleSlots: 10 }), `${path}: archive/data.pkl: pickle byte `, /object graph exceeds the limit of 10 slots/);
+    const ckpt = await openTorchCheckpoint(path);
+    assert.deepEqual([...(await ckpt.tensors[0].read()).data], [0, 1]);
+    await ckpt.close();
+  });
+});
+
+test('30 levels of lists of 10 shared references beside the weights open at once, in bounded memory', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'shared.pt');
+    await writeTorchArchive(path, pickle(
+      op.proto(2), op.emptyDict, op.mark,
+      op.str('ema'), stateDictOps([f32('w', '0', 4, 0, [2, 2], [2, 1])]),
+      op.str('junk'), sharedListChain(30, 10),
+      op.setitems, op.stop,
+    ), new Map([['0', bytesOf(iota(4))]]));
+    const out = join(dir, 'shared.safetensors');
+    const { result, ms, rssGrowthMB } = await measured(async () => {
+      const ckpt = await openTorchCheckpoint(path);
+      const w = await ckpt.tensors[0].read();
+      await ckpt.close();
+      await convertTorchToSafetensors(path, out);
+      return { extra: ckpt.extra, w };
+    });
+    assert.ok(ms < 1000, `took ${ms.toFixed(0)} ms`);
+    assert.ok(rssGrowthMB < 100, `grew the RSS by ${rssGrowthMB.toFixed(0)} MB`);
+    assert.deepEqual([...result.w.data], [0, 1, 2, 3]);
+    assertSameTensor((await readSafetensors(out)).get('w')!, result.w, 'converted w');
+    // Each shared list is written out once; its other 9 references are summaries.
+    let level = result.extra.junk;
+    for (let depth = 30; depth > 0; depth--) {
+      assert.ok(Array.isArray(level) && level.length === 10, `level ${depth}`);
+      assert.deepEqual(level.slice(1), Array(9).fill(`<list of ${depth > 1 ? 10 : 0}, shared: written out at its first occurrence>`));
+      level = level[0];
+    }
+    assert.deepEqual(level, []);
+    assert.ok(JSON.stringify(result.extra).length < 20_000);
+  });
+});
+
+test('an expand(16384, 16384) view as an unused key costs nothing; it is read only on request, within the size limits', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'expanded.pt');
+    await writeTorchArchive(path, checkpointPickle([
+      f32('w', '0', 4, 0, [4], [1]),
+      f32('junk', '1', 1, 0, [16384, 16384], [0, 0]),
+      f32('huge', '1', 1, 0, [2 ** 17, 2 ** 16], [0, 0]),
+      f32('row', '2', 4, 0, [3, 4], [0, 1]),
+    ]), new Map([['0', bytesOf(iota(4))], ['1', bytesOf(new Float32Array([7]))], ['2', bytesOf(iota(4))]]));
+    const { result: ckpt, ms, rssGrowthMB } = await measured(async () => {
+      const c = await openTorchCheckpoint(path);
+      assert.deepEqual([...(await c.tensors[0].read()).data], [0, 1, 2, 3]);
+      return c;
+    });
+    assert.ok(ms < 1000, `took ${ms.toFixed(0)} ms`);
+    assert.ok(rssGrowthMB < 100, `grew the RSS by ${rssGrowthMB.toFixed(0)} MB`);
+
+    const [, junk, huge, row] = ckpt.tensors;
+    assert.deepEqual([junk.shape, junk.stride, junk.storageOffset, junk.broadcast], [[16384, 16384], [0, 0], 0, true]);
+    await rejectsWith(junk.read(), `${path}: tensor 'junk' of shape [16384, 16384] (268435456 elements, strides [0, 0]) is a broadcast view`,
+      /repeating 1 stored element \(such as expand\(\) makes\); expanded it takes 1073741824 bytes, so it is read only on request \(expandViews: true; mdt convert --expand-views\)$/);
+    await rejectsWith(huge.read({ expandViews: true }), `${path}: tensor 'huge' of shape [131072, 65536] (8589934592 elements, strides [0, 0]) `,
+      /exceeds the limit of 2147483647 elements per tensor$/);
+    assert.deepEqual([...(await row.read({ expandViews: true })).data], [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
+    await ckpt.close();
+
+    // convert refuses before writing anything, and expands on request.
+    const out = join(dir, 'out.safetensors');
+    await rejectsWith(convertTorchToSafetensors(path, out), `${path}: tensor 'junk' of shape [16384, 16384]`, /read only on request \(expandViews: true; mdt convert --expand-views\)$/);
+    assert.deepEqual(await readdir(dir), ['expanded.pt']);
+    const small = join(dir, 'small.pt');
+    await writeTorchArchive(small, checkpointPickle([f32('row', '0', 4, 0, [3, 4], [0, 1])]), new Map([['0', bytesOf(iota(4))]]));
+    await convertTorchToSafetensors(small, out, { expandViews: true });
+    assert.deepEqual([...(await readSafetensors(out)).get('row')!.data], [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]);
+  });
+});
+
+test('maxTensorBytes bounds what one read returns (half precision counted widened) and the span it fetches', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'sizes.pt');
+    await writeTorchArchive(path, checkpointPickle([
+      f32('fits', '0', 250, 0, [250], [1]),
+      f32('big', '1', 256, 0, [16, 16], [16, 1]),
+      f32('sparse', '2', 301, 0, [2], [300]),
+      { key: 'half', storage: 'HalfStorage', storageKey: '3', numel: 300, offset: 0, size: [300], stride: [1] },
+    ]), new Map([['0', bytesOf(iota(250))], ['1', bytesOf(iota(256))], ['2', bytesOf(iota(301))], ['3', new Uint8Array(600)]]));
+    const ckpt = await openTorchCheckpoint(path, { maxTensorBytes: 1000 });
+    const [fits, big, sparse, half] = ckpt.tensors;
+    assert.equal((await fits.read()).data.length, 250);
+    await rejectsWith(big.read(), `${path}: tensor 'big' of shape [16, 16] (256 elements, strides [16, 1]) `,
+      /takes 1024 bytes when read, over the limit of 1000 bytes per tensor \(maxTensorBytes\)$/);
+    await rejectsWith(sparse.read(), `${path}: tensor 'sparse' of shape [2] (2 elements, strides [300]) `,
+      /is read from a span of 301 stored elements \(1204 bytes\), over the limit of 1000 bytes per tensor \(maxTensorBytes\)$/);
+    assert.throws(() => half.checkReadable(), /tensor 'half' of shape \[300\] \(300 elements, strides \[1\]\) takes 1200 bytes when read/);
+    await ckpt.close();
   });
 });

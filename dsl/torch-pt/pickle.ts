@@ -62,8 +62,28 @@ export function describePy(v: PyValue): string {
   return `${typeof v} ${String(v)}`;
 }
 
-/** Runs the pickle in `bytes`; `where` names it in errors ("file.pt: archive/data.pkl"). */
-export function unpickle(bytes: Uint8Array, where: string): PyValue {
+/**
+ * Default for `maxSlots`: far above any real checkpoint (a state_dict takes a few dozen slots per
+ * tensor) and under V8's 2^24-entry limit on one Map (a dict or the memo); at worst (all empty
+ * dicts or lists) the graph then holds about 700 MB.
+ */
+const MAX_PICKLE_SLOTS = 10_000_000;
+// A dict's Map costs about four times what a list, tuple or short string does.
+const DICT_SLOTS = 4;
+
+export interface UnpickleOptions {
+  /** Refuse a pickle whose object graph takes more slots than this (see `unpickle`). */
+  maxSlots?: number;
+}
+
+/**
+ * Runs the pickle in `bytes`; `where` names it in errors ("file.pt: archive/data.pkl"). A memo
+ * GET yields the very object that was PUT, as in Python, so a shared reference costs one slot.
+ * Each value pushed or memoised takes a slot (a new dict takes four): every container item, stack
+ * entry and memo entry was first pushed or memoised, so the slot count bounds the graph's memory.
+ */
+export function unpickle(bytes: Uint8Array, where: string, opts: UnpickleOptions = {}): PyValue {
+  const maxSlots = opts.maxSlots ?? MAX_PICKLE_SLOTS;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const utf8 = new TextDecoder('utf-8');
   const stack: PyValue[] = [];
@@ -71,6 +91,7 @@ export function unpickle(bytes: Uint8Array, where: string): PyValue {
   const memo = new Map<number, PyValue>();
   let pos = 0;
   let opStart = 0;
+  let slots = 0;
 
   const fail = (msg: string): never => {
     throw new Error(`${where}: pickle byte ${opStart}: ${msg}`);
@@ -103,6 +124,24 @@ export function unpickle(bytes: Uint8Array, where: string): PyValue {
   const top = (): PyValue => {
     if (stack.length === 0) fail('stack underflow');
     return stack[stack.length - 1];
+  };
+  const count = (n: number): void => {
+    slots += n;
+    if (slots > maxSlots) {
+      fail(`the pickle's object graph exceeds the limit of ${maxSlots} slots (one per value pushed or memoised, ${DICT_SLOTS} per new dict); a weights checkpoint needs far fewer`);
+    }
+  };
+  const push = (v: PyValue): void => {
+    count(1);
+    stack.push(v);
+  };
+  const newDict = (ordered: boolean): PyDict => {
+    count(DICT_SLOTS - 1);
+    return new PyDict(ordered);
+  };
+  const put = (idx: number): void => {
+    count(1);
+    memo.set(idx, top());
   };
   const popMark = (): PyValue[] => {
     const m = marks.pop();
@@ -137,7 +176,7 @@ export function unpickle(bytes: Uint8Array, where: string): PyValue {
     switch (fn.qualname) {
       case ORDERED_DICT:
         if (a.length !== 0) fail(`${ORDERED_DICT} is only supported without arguments, got ${a.length}`);
-        return new PyDict(true);
+        return newDict(true);
       case REBUILD_TENSOR: {
         // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
         if (a.length !== 6 && a.length !== 7) fail(`${REBUILD_TENSOR} takes 6 or 7 arguments, got ${a.length}`);
@@ -182,40 +221,40 @@ export function unpickle(bytes: Uint8Array, where: string): PyValue {
         return result;
       }
       case 0x28: marks.push(stack.length); break; // MARK
-      case 0x7d: stack.push(new PyDict(false)); break; // EMPTY_DICT
-      case 0x5d: stack.push([]); break; // EMPTY_LIST
-      case 0x29: stack.push(new PyTuple([])); break; // EMPTY_TUPLE
-      case 0x58: stack.push(utf8.decode(take(u32()))); break; // BINUNICODE
-      case 0x8d: stack.push(utf8.decode(take(u64()))); break; // BINUNICODE8
-      case 0x8c: stack.push(utf8.decode(take(u8()))); break; // SHORT_BINUNICODE
+      case 0x7d: push(newDict(false)); break; // EMPTY_DICT
+      case 0x5d: push([]); break; // EMPTY_LIST
+      case 0x29: push(new PyTuple([])); break; // EMPTY_TUPLE
+      case 0x58: push(utf8.decode(take(u32()))); break; // BINUNICODE
+      case 0x8d: push(utf8.decode(take(u64()))); break; // BINUNICODE8
+      case 0x8c: push(utf8.decode(take(u8()))); break; // SHORT_BINUNICODE
       case 0x54: { // BINSTRING (Python 2 str; torch.load decodes these as UTF-8)
         const n = view.getInt32(need(4), true);
-        stack.push(utf8.decode(take(n)));
+        push(utf8.decode(take(n)));
         break;
       }
-      case 0x55: stack.push(utf8.decode(take(u8()))); break; // SHORT_BINSTRING
-      case 0x42: stack.push(take(u32()).slice()); break; // BINBYTES
-      case 0x43: stack.push(take(u8()).slice()); break; // SHORT_BINBYTES
-      case 0x4a: stack.push(view.getInt32(need(4), true)); break; // BININT
-      case 0x4b: stack.push(u8()); break; // BININT1
-      case 0x4d: stack.push(view.getUint16(need(2), true)); break; // BININT2
-      case 0x8a: stack.push(signedLittle(take(u8()))); break; // LONG1
-      case 0x8b: stack.push(signedLittle(take(u32()))); break; // LONG4
-      case 0x47: stack.push(view.getFloat64(need(8), false)); break; // BINFLOAT (big-endian)
-      case 0x4e: stack.push(null); break; // NONE
-      case 0x88: stack.push(true); break; // NEWTRUE
-      case 0x89: stack.push(false); break; // NEWFALSE
-      case 0x74: stack.push(new PyTuple(popMark())); break; // TUPLE
-      case 0x85: stack.push(new PyTuple([pop()])); break; // TUPLE1
+      case 0x55: push(utf8.decode(take(u8()))); break; // SHORT_BINSTRING
+      case 0x42: push(take(u32()).slice()); break; // BINBYTES
+      case 0x43: push(take(u8()).slice()); break; // SHORT_BINBYTES
+      case 0x4a: push(view.getInt32(need(4), true)); break; // BININT
+      case 0x4b: push(u8()); break; // BININT1
+      case 0x4d: push(view.getUint16(need(2), true)); break; // BININT2
+      case 0x8a: push(signedLittle(take(u8()))); break; // LONG1
+      case 0x8b: push(signedLittle(take(u32()))); break; // LONG4
+      case 0x47: push(view.getFloat64(need(8), false)); break; // BINFLOAT (big-endian)
+      case 0x4e: push(null); break; // NONE
+      case 0x88: push(true); break; // NEWTRUE
+      case 0x89: push(false); break; // NEWFALSE
+      case 0x74: push(new PyTuple(popMark())); break; // TUPLE
+      case 0x85: push(new PyTuple([pop()])); break; // TUPLE1
       case 0x86: { // TUPLE2
         const b = pop();
-        stack.push(new PyTuple([pop(), b]));
+        push(new PyTuple([pop(), b]));
         break;
       }
       case 0x87: { // TUPLE3
         const c = pop();
         const b = pop();
-        stack.push(new PyTuple([pop(), b, c]));
+        push(new PyTuple([pop(), b, c]));
         break;
       }
       case 0x73: { // SETITEM
@@ -248,30 +287,30 @@ export function unpickle(bytes: Uint8Array, where: string): PyValue {
         for (const v of items) (l as PyValue[]).push(v);
         break;
       }
-      case 0x71: memo.set(u8(), top()); break; // BINPUT
-      case 0x72: memo.set(u32(), top()); break; // LONG_BINPUT
-      case 0x94: memo.set(memo.size, top()); break; // MEMOIZE
+      case 0x71: put(u8()); break; // BINPUT
+      case 0x72: put(u32()); break; // LONG_BINPUT
+      case 0x94: put(memo.size); break; // MEMOIZE
       case 0x68: case 0x6a: { // BINGET, LONG_BINGET
         const idx = op === 0x68 ? u8() : u32();
         if (!memo.has(idx)) fail(`memo slot ${idx} was never stored`);
-        stack.push(memo.get(idx)!);
+        push(memo.get(idx)!);
         break;
       }
       case 0x63: { // GLOBAL
         const module = line();
-        stack.push(global(`${module}.${line()}`));
+        push(global(`${module}.${line()}`));
         break;
       }
       case 0x93: { // STACK_GLOBAL
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') fail('STACK_GLOBAL needs two strings');
-        stack.push(global(`${module}.${name}`));
+        push(global(`${module}.${name}`));
         break;
       }
       case 0x52: { // REDUCE
         const args = pop();
-        stack.push(call(pop(), args));
+        push(call(pop(), args));
         break;
       }
       case 0x81: { // NEWOBJ: cls.__new__(cls, *args); only an empty OrderedDict is meaningful here
@@ -280,10 +319,10 @@ export function unpickle(bytes: Uint8Array, where: string): PyValue {
         if (!(cls instanceof PyGlobal) || cls.qualname !== ORDERED_DICT || !(args instanceof PyTuple) || args.items.length !== 0) {
           fail(`NEWOBJ is only supported for ${ORDERED_DICT}(), got ${describePy(cls)}`);
         }
-        stack.push(new PyDict(true));
+        push(newDict(true));
         break;
       }
-      case 0x51: stack.push(storageRef(pop())); break; // BINPERSID
+      case 0x51: push(storageRef(pop())); break; // BINPERSID
       case 0x62: { // BUILD: sets attributes (e.g. a state_dict's _metadata), which carry no tensor data
         const state = pop();
         const obj = top();
@@ -294,7 +333,7 @@ export function unpickle(bytes: Uint8Array, where: string): PyValue {
       }
       case 0x30: pop(); break; // POP
       case 0x31: popMark(); break; // POP_MARK
-      case 0x32: stack.push(top()); break; // DUP
+      case 0x32: push(top()); break; // DUP
       default: {
         const name = OPCODE_NAMES.get(op);
         fail(`opcode ${name ?? 'unknown'} (0x${op.toString(16).padStart(2, '0')}) is not allowed in a weights checkpoint`);

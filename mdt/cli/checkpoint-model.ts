@@ -6,13 +6,12 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import { existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { loadWeights, resolveCheckpointDir, type CheckpointMeta } from '../../compile/checkpoint.ts';
+import { loadWeights, readCheckpointMeta, resolveCheckpointDir } from '../../compile/checkpoint.ts';
 import { openSafetensors } from '../../dsl/safetensors.ts';
 import { openTorchCheckpoint } from '../../dsl/torch-pt.ts';
 import { namedConfig, validateConfig, type ModelConfig, type Variant } from '../config.ts';
-import { AmbiguousConfigError, ConflictingHintError, configFromKeys, HINT_FLAGS } from '../config-from-keys.ts';
+import { AmbiguousConfigError, ConflictingHintError, configFromKeys, detectVariant, HINT_FLAGS } from '../config-from-keys.ts';
 import { buildModel } from '../model.ts';
 import type { DiffusionModel } from '../trunk.ts';
 import { say, type CliIO } from './io.ts';
@@ -21,7 +20,8 @@ import type { Command } from 'commander';
 
 export type Which = 'ema' | 'model';
 
-const VARIANT_NAMES: Readonly<Record<Variant, string>> = { dit: 'DiT', 'mdt-v1': 'MDT (v1)', 'mdt-v2': 'MDTv2' };
+/** Each model family with its article, as a sentence names it. */
+const A_VARIANT: Readonly<Record<Variant, string>> = { dit: 'a DiT', 'mdt-v1': 'an MDT (v1)', 'mdt-v2': 'an MDTv2' };
 
 export interface CheckpointFlags extends SizeOverrides {
   readonly ckpt: string;
@@ -65,9 +65,13 @@ async function keyShapes(path: string, which: Which): Promise<Map<string, readon
 
 async function metaConfig(path: string): Promise<ModelConfig | null> {
   const dir = statSync(path).isDirectory() ? await resolveCheckpointDir(path) : dirname(path);
-  const metaPath = join(dir, 'meta.json');
-  if (!existsSync(metaPath)) return null;
-  return validateConfig((JSON.parse(await readFile(metaPath, 'utf8')) as CheckpointMeta).config);
+  if (!existsSync(join(dir, 'meta.json'))) return null;
+  const config = (await readCheckpointMeta(dir)).config;
+  try {
+    return validateConfig(config);
+  } catch (e) {
+    throw new Error(`${join(dir, 'meta.json')}: ${(e as Error).message}`);
+  }
 }
 
 /** The config from the keys, with --model filling what they do not hold. */
@@ -75,16 +79,22 @@ async function inferredConfig(f: CheckpointFlags, io: CliIO): Promise<ModelConfi
   const named = f.model === undefined ? undefined : namedConfig(f.model);
   const given = sizeOverrides(f);
   const defaults = named === undefined ? {} : { numHeads: named.numHeads, decodeLayer: named.decodeLayer, maskRatio: named.maskRatio };
+  const shapes = await keyShapes(f.ckpt, f.which);
+  // Checked first: --model's defaults of another variant (a DiT's decode layer 0 for an MDT) would
+  // otherwise surface as an invalid config instead of the actual mistake.
+  const variant = detectVariant(shapes);
+  if (named !== undefined && named.variant !== variant) {
+    throw new UsageError(`--model ${f.model} names ${A_VARIANT[named.variant]} model, but the keys of ${f.ckpt} are ${A_VARIANT[variant]} state dict; drop --model or name ${A_VARIANT[variant]} model`);
+  }
   let inferred;
   try {
-    inferred = configFromKeys(await keyShapes(f.ckpt, f.which), given, defaults);
+    inferred = configFromKeys(shapes, given, defaults);
   } catch (e) {
     if (e instanceof AmbiguousConfigError || e instanceof ConflictingHintError) throw new UsageError(`${f.ckpt}: ${e.message}`);
     throw e;
   }
   const c = inferred.config;
   if (named !== undefined) {
-    if (named.variant !== c.variant) throw new UsageError(`--model ${f.model} names a ${VARIANT_NAMES[named.variant]} model, but ${f.ckpt} holds a ${VARIANT_NAMES[c.variant]} state dict`);
     const differ = (['depth', 'hiddenSize', 'patchSize'] as const).filter((k) => named[k] !== c[k]);
     if (differ.length > 0) say(io, `note: the checkpoint's ${differ.map((k) => `${HINT_FLAGS[k].slice(2)} ${c[k]}`).join(', ')} differ from ${f.model}'s; using the checkpoint's`);
   }

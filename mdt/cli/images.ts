@@ -1,17 +1,10 @@
-/** Image files in and out of the commands: PNG decoding for --image/--mask, single tiles. */
+/** Image files in and out of the commands: PNG/JPEG decoding for --image/--mask (as PIL's convert('RGB')), single tiles. */
 import { readFileSync } from 'node:fs';
-import { PNG } from 'pngjs';
+import { decodeImage, type RgbImage } from '../data/image-folder.ts';
 import { imageGrid, type Raster } from '../viz/png.ts';
 import { UsageError } from './options.ts';
 
-export interface RgbaImage {
-  readonly width: number;
-  readonly height: number;
-  /** Rows of R, G, B, A bytes. */
-  readonly data: Uint8Array;
-}
-
-export function readPng(path: string, flag: string): RgbaImage {
+export function readImage(path: string, flag: string): RgbImage {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -19,29 +12,28 @@ export function readPng(path: string, flag: string): RgbaImage {
     throw new UsageError(`${flag}: cannot read ${path}: ${(e as Error).message}`);
   }
   try {
-    const png = PNG.sync.read(bytes);
-    return { width: png.width, height: png.height, data: png.data };
+    return decodeImage(bytes, path);
   } catch (e) {
-    throw new UsageError(`${flag}: ${path} is not a readable PNG: ${(e as Error).message}`);
+    throw new UsageError(`${flag}: ${(e as Error).message}`);
   }
 }
 
 /** ITU-R 601 luma, as PIL's convert('L'). */
-const luma = (d: Uint8Array, p: number) => Math.round((299 * d[4 * p]! + 587 * d[4 * p + 1]! + 114 * d[4 * p + 2]!) / 1000);
+const luma = (d: Uint8Array, p: number) => Math.round((299 * d[3 * p]! + 587 * d[3 * p + 1]! + 114 * d[3 * p + 2]!) / 1000);
 
-/** A PNG as one CHW image in [-1, 1] with 1 (gray) or 3 (RGB) channels. */
-export function pngToChw(img: RgbaImage, channels: number): Float32Array {
+/** An image as one CHW image in [-1, 1] with 1 (gray) or 3 (RGB) channels. */
+export function imageToChw(img: RgbImage, channels: number): Float32Array {
   const n = img.width * img.height;
   const out = new Float32Array(channels * n);
   for (let p = 0; p < n; p++) {
     if (channels === 1) out[p] = luma(img.data, p) / 127.5 - 1;
-    else for (let c = 0; c < channels; c++) out[c * n + p] = img.data[4 * p + c]! / 127.5 - 1;
+    else for (let c = 0; c < channels; c++) out[c * n + p] = img.data[3 * p + c]! / 127.5 - 1;
   }
   return out;
 }
 
 /** Per pixel, row-major: true where the mask is dark (< 128), i.e. where the image is kept. */
-export function knownFromMask(mask: RgbaImage): boolean[] {
+export function knownFromMask(mask: RgbImage): boolean[] {
   return Array.from({ length: mask.width * mask.height }, (_, p) => luma(mask.data, p) < 128);
 }
 

@@ -11,9 +11,10 @@ import { inpaint } from '../../compile/inpaint.ts';
 import { imageGrid, writePng } from '../viz/png.ts';
 import { addCheckpointOptions, loadCheckpointModel, type CheckpointFlags } from './checkpoint-model.ts';
 import { addGuidanceOptions, describeGuidance, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';
-import { knownFromMask, pixelChannels, pngToChw, readPng, tile } from './images.ts';
+import { imageToChw, knownFromMask, pixelChannels, readImage, tile } from './images.ts';
 import { openVae, type Vae } from './vae-file.ts';
 import { say, type CliIO } from './io.ts';
+import { checkOutputDir } from './output-dir.ts';
 import { backendOption, intArg, numberArg, option, respacingArg, sanitize, startBackend, timestamp, UsageError, type BackendChoice } from './options.ts';
 
 interface InpaintFlags extends CheckpointFlags, GuidanceFlags {
@@ -32,8 +33,8 @@ export function inpaintCommand(program: Command, io: CliIO): Command {
   const cmd = program.command('inpaint').description("fill the white (≥ 128) region of --mask in --image with an MDT's side-interpolater");
   addCheckpointOptions(cmd);
   cmd
-    .addOption(option('--image <png>', "image to complete, at the model's input size (× 8 with --vae)", { required: true }))
-    .addOption(option('--mask <png>', 'same size as --image; white (≥ 128) = region to generate, dark = kept', { required: true }))
+    .addOption(option('--image <file>', "PNG or JPEG image to complete, at the model's input size (× 8 with --vae)", { required: true }))
+    .addOption(option('--mask <file>', 'PNG or JPEG, same size as --image; white (≥ 128) = region to generate, dark = kept', { required: true }))
     .addOption(option('--class <k>', 'class to condition on', { defaultText: 'none: unconditional (the null class), no guidance', parse: intArg(0) }))
     .addOption(option('--steps <respacing>', 'DDPM steps: 100, 250, 25,25, … of 1000 diffusion steps', { default: '100', parse: respacingArg }))
     .addOption(option('--switch <fraction>', 'fraction of the (first, noisiest) steps that run the side-interpolater', { default: 0.3, parse: numberArg(0, 1) }));
@@ -57,6 +58,8 @@ function downsampleKnown(known: readonly boolean[], side: number, f: number): bo
 }
 
 async function runInpaint(f: InpaintFlags, io: CliIO): Promise<void> {
+  const outDir = f.out ?? join('inpaint', sanitize(`${basename(f.image, extname(f.image))}-${timestamp()}`));
+  await checkOutputDir('--out', outDir);
   await startBackend(f.backend);
   const { model, values } = await loadCheckpointModel(f, io);
   const c = model.config;
@@ -69,14 +72,14 @@ async function runInpaint(f: InpaintFlags, io: CliIO): Promise<void> {
     if (vae !== null && c.inChannels !== vae.config.latentChannels) throw new UsageError(`--vae: the VAE makes ${vae.config.latentChannels}-channel latents, the model takes ${c.inChannels} channels`);
     const channels = pixelChannels(vae === null ? c.inChannels : vae.config.inChannels, vae === null ? 'the model\'s input' : 'the VAE\'s input');
     const side = vae === null ? c.inputSize : c.inputSize * vae.factor;
-    const image = readPng(f.image, '--image');
-    const mask = readPng(f.mask, '--mask');
+    const image = readImage(f.image, '--image');
+    const mask = readImage(f.mask, '--mask');
     for (const [flag, path, img] of [['--image', f.image, image], ['--mask', f.mask, mask]] as const) {
       if (img.width !== side || img.height !== side) {
         throw new UsageError(`${flag}: ${path} is ${img.width}×${img.height}; the model takes ${side}×${side} images${vae === null ? '' : ` (${c.inputSize}×${c.inputSize} latents × ${vae.factor})`}`);
       }
     }
-    const pixels = pngToChw(image, channels);
+    const pixels = imageToChw(image, channels);
     const known = knownFromMask(mask);
     const x = tf.tensor4d(pixels, [1, channels, side, side]);
     tensors.push(x);
@@ -103,7 +106,6 @@ async function runInpaint(f: InpaintFlags, io: CliIO): Promise<void> {
     const both = new Float32Array(2 * pixels.length);
     both.set(greyed);
     both.set(resultData, pixels.length);
-    const outDir = f.out ?? join('inpaint', sanitize(`${basename(f.image, extname(f.image))}-${timestamp()}`));
     await mkdir(outDir, { recursive: true });
     await writePng(join(outDir, 'inpainted.png'), tile(resultData, 0, channels, side, side));
     await writePng(join(outDir, 'comparison.png'), imageGrid(both, 2, channels, side, side, 2));

@@ -12,6 +12,7 @@ import { addGuidanceOptions, describeGuidance, guideChannelsFrom, guidanceFrom, 
 import { pixelChannels, tile } from './images.ts';
 import { openVae, type Vae } from './vae-file.ts';
 import { say, type CliIO } from './io.ts';
+import { checkOutputDir } from './output-dir.ts';
 import { backendOption, intArg, numberArg, option, respacingArg, sanitize, startBackend, timestamp, UsageError, type BackendChoice } from './options.ts';
 import { startProgress } from './progress.ts';
 
@@ -67,6 +68,8 @@ export function sampleCommand(program: Command, io: CliIO): Command {
 }
 
 async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
+  const outDir = f.out ?? join('samples', sanitize(`${basename(resolve(f.ckpt))}-${timestamp()}`));
+  await checkOutputDir('--out', outDir);
   await startBackend(f.backend);
   const { model, values } = await loadCheckpointModel(f, io);
   const c = model.config;
@@ -81,7 +84,6 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
     const labels = Int32Array.from({ length: classes.length * f.count }, (_, i) => classes[i % classes.length]!);
     const K = respacedTables(1000, f.steps).T;
     const batches = Math.ceil(labels.length / f.batchSize);
-    const outDir = f.out ?? join('samples', sanitize(`${basename(resolve(f.ckpt))}-${timestamp()}`));
     say(io, `sampling ${labels.length} images (${f.count} × classes ${classes.join(',')}) with ${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${K} steps, ${describeGuidance(guidance, guideChannels)} → ${outDir}`);
     const key = keyFromSeed(f.seed);
     const bar = startProgress(io, { label: 'sampling', total: batches * K, unit: 'steps', every: Math.max(1, Math.ceil(K / 4)) });

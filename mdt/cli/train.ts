@@ -4,10 +4,10 @@
  * override, e.g. a larger --steps).
  */
 import { existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { writeFileAtomic } from '../../dsl/atomic-write.ts';
+import { readJsonFile } from '../../compile/checkpoint.ts';
 import type { OptimizerConfig } from '../../compile/optim.ts';
 import { namedConfig } from '../config.ts';
 import { BUILTIN_DATASETS, DEFAULT_DATASET, loadBuiltinDataset, type BuiltinDataset } from '../data/builtin.ts';
@@ -16,7 +16,8 @@ import { loadImageFolder, type LabelSource } from '../data/image-folder.ts';
 import { resizeTo } from '../data/resize.ts';
 import { openLatents, type LatentDataset } from '../vae/latents.ts';
 import type * as tf from '@tensorflow/tfjs';
-import { trainRun } from './train-run.ts';
+import { MAX_SKIPS_IN_A_ROW, RUN_DEFAULTS, trainRun, type NonFiniteAction, type TrainRunResult } from './train-run.ts';
+import { checkOutputDir } from './output-dir.ts';
 import { openVae } from './vae-file.ts';
 import { say, type CliIO } from './io.ts';
 import {
@@ -50,6 +51,7 @@ export const TRAIN_DEFAULTS = {
   logEvery: 10,
   sampleEvery: 400,
   ckptEvery: 100,
+  ...RUN_DEFAULTS,
   sampleSteps: 'ddim25',
   cfgScale: 2,
   flip: true,
@@ -80,6 +82,9 @@ interface TrainFlags extends SizeOverrides {
   logEvery: number;
   sampleEvery: number;
   ckptEvery: number;
+  keep: number;
+  milestoneEvery: number;
+  onNan: NonFiniteAction;
   sampleSteps: string;
   cfgScale: number;
   flip: boolean;
@@ -115,6 +120,9 @@ export function trainCommand(program: Command, io: CliIO): Command {
     .addOption(option('--log-every <n>', 'steps between log.jsonl lines (and progress lines without a terminal)', { default: d.logEvery, parse: intArg(1) }))
     .addOption(option('--sample-every <n>', 'steps between sample grids', { default: d.sampleEvery, parse: intArg(1) }))
     .addOption(option('--ckpt-every <n>', 'steps between checkpoints', { default: d.ckptEvery, parse: intArg(1) }))
+    .addOption(option('--keep <n>', 'newest checkpoints kept (older ones are removed once a newer one is complete)', { default: d.keep, parse: intArg(1) }))
+    .addOption(option('--milestone-every <n>', 'also keep, for good, the checkpoint of every step that is a multiple of n (0: none)', { default: d.milestoneEvery, parse: intArg(0) }))
+    .addOption(option('--on-nan <action>', `a step whose loss is NaN or infinite: stop the run, or skip it (reload the newest checkpoint, replay the steps since, go on with the next batch; ${MAX_SKIPS_IN_A_ROW} in a row stop)`, { default: d.onNonFinite, choices: ['stop', 'skip'] }))
     .addOption(option('--sample-steps <respacing>', 'sampler steps of the periodic grids: 250 (DDPM), ddim25, 25,25, …', { default: d.sampleSteps, parse: respacingArg }))
     .addOption(option('--cfg-scale <w>', 'guidance scale of the periodic grids (1 = off)', { default: d.cfgScale, parse: numberArg(0, Infinity) }))
     .addOption(option('--no-flip', 'do not mirror training images left–right', { default: d.flip, defaultText: 'mirrored with p = 0.5' }))
@@ -122,13 +130,19 @@ export function trainCommand(program: Command, io: CliIO): Command {
   return cmd;
 }
 
-/** With --resume: the run's recorded flags stand in for those not given now. */
+/**
+ * With --resume: the run's recorded flags stand in for those not given now. Without cli.json
+ * (a run killed before writing it) the flags stay as given, and run.json decides whether they fit.
+ */
 async function applyRecordedFlags(cmd: Command, runDir: string): Promise<void> {
   if (!existsSync(join(runDir, 'run.json'))) throw new UsageError(`--resume: ${runDir} holds no run (no run.json); give the --out of an existing run`);
   const path = join(runDir, CLI_RECORD);
   if (!existsSync(path)) return;
-  const recorded = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  const recorded = await readJsonFile(path, 'the flags of the run (written by mdt train)');
+  if (recorded === null || typeof recorded !== 'object' || Array.isArray(recorded)) throw new Error(`${path}: expected an object of flags, got ${JSON.stringify(recorded).slice(0, 80)}`);
+  const known = new Set(cmd.options.map((o) => o.attributeName()));
   for (const [k, v] of Object.entries(recorded)) {
+    if (!known.has(k)) throw new Error(`${path}: "${k}" is not a flag of mdt train; expected the flags of the run (remove the entry to go on)`);
     if (cmd.getOptionValueSource(k) !== 'cli') cmd.setOptionValueWithSource(k, v, 'config');
   }
 }
@@ -205,8 +219,8 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
   if (cmd.opts().resume) {
     if (!explicit('out')) throw new UsageError('--resume needs the --out of the run to continue');
     await applyRecordedFlags(cmd, cmd.opts().out as string);
-  } else if (explicit('out') && existsSync(join(cmd.opts().out as string, 'latest'))) {
-    throw new UsageError(`--out: ${cmd.opts().out as string} already holds a run; pass --resume to continue it or choose another --out`);
+  } else if (explicit('out') && existsSync(join(cmd.opts().out as string, 'run.json'))) {
+    throw new UsageError(`--out: ${cmd.opts().out as string} already holds a run (run.json); pass --resume to continue it or choose another --out`);
   }
   const f = cmd.opts() as TrainFlags;
   // The small default sizes belong to the default model only; a named model keeps its own.
@@ -214,19 +228,20 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
   const variant = namedConfig(f.model).variant;
   const optimizer = optimizerConfig(f, variant);
 
+  const dataLabel = f.latents !== undefined ? basename(resolve(f.latents)) : builtinOrFolder(f.data);
+  const outDir = f.out ?? join('runs', sanitize(`${f.model}-${dataLabel}-${timestamp()}`));
+  await checkOutputDir('--out', outDir);
+
   const backend = await startBackend(f.backend);
   const data = await loadTrainData(f, io);
   const vae = f.vae === undefined ? null : await openVae(f.vae);
+  const progress: { bar?: Progress } = {};
+  let result: TrainRunResult;
   try {
-    const dataLabel = f.latents !== undefined ? basename(resolve(f.latents)) : builtinOrFolder(f.data);
-    const outDir = f.out ?? join('runs', sanitize(`${f.model}-${dataLabel}-${timestamp()}`));
     const record = Object.fromEntries(Object.entries({ ...f, ...overrides }).filter(([k]) => !NOT_RECORDED.has(k)));
-    // Written once the run has started: a refused resume or a clash with an existing run keeps the old record.
-    let recorded: Promise<void> | null = null;
     say(io, `training ${f.model} ${JSON.stringify(overrides)} on ${data.name} (${data.train.size} items) with ${optimizer.kind}, backend ${backend.name} → ${outDir}`);
 
-    const progress: { bar?: Progress } = {};
-    const result = await trainRun(
+    result = await trainRun(
       {
         model: f.model,
         overrides,
@@ -243,26 +258,30 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
         sampleSteps: f.sampleSteps,
         cfgScale: f.cfgScale,
         flip: data.flip,
+        keep: f.keep,
+        milestoneEvery: f.milestoneEvery,
+        onNonFinite: f.onNan,
       },
       { name: data.name, train: data.train, ...(vae ? { decode: (x: tf.Tensor4D) => vae.decode(x) } : {}) },
       {
         onMessage: (text) => say(io, text),
+        // Before run.json: a resume always finds the flags of a run that exists.
+        onAccepted: () => writeFileAtomic(join(outDir, CLI_RECORD), `${JSON.stringify(record, null, 1)}\n`),
         onStep(step, losses) {
-          recorded ??= writeFileAtomic(join(outDir, CLI_RECORD), `${JSON.stringify(record, null, 1)}\n`);
           progress.bar ??= startProgress(io, { label: 'train', total: f.steps, start: step - 1, unit: 'steps', every: f.logEvery });
           progress.bar.update(step, lossText(losses));
         },
       },
     );
-    progress.bar?.stop();
-    await recorded;
-    const last = result.losses.at(-1);
-    say(io, `done: ${result.finalStep} steps${last ? `, last ${lossText(last)}` : ''}`);
-    say(io, `run: ${result.runDir} (log.jsonl, loss.png, samples/, checkpoints/)`);
   } finally {
+    progress.bar?.stop();
     vae?.dispose();
     data.close();
   }
+  const last = result.losses.at(-1);
+  if (result.finalStep === result.startStep) say(io, `nothing to train: the run is already at step ${result.finalStep} (pass a larger --steps to go on)`);
+  else say(io, `done: at step ${result.finalStep} (${result.finalStep - result.startStep} trained now)${last ? `, last ${lossText(last)}` : ''}`);
+  say(io, `run: ${result.runDir} (log.jsonl, loss.png, samples/, checkpoints/)`);
 }
 
 function builtinOrFolder(data: string): string {

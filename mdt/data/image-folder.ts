@@ -5,9 +5,9 @@
 // and batches cost no decoding. The cost is n·3·size² bytes of memory.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, relative, sep } from 'node:path';
-import jpeg from 'jpeg-js';
-import { PNG } from 'pngjs';
 import { ByteImageDataset } from './dataset.ts';
+import { decodeJpeg } from './jpeg-decode.ts';
+import { decodePng } from './png-decode.ts';
 import { resizeHWC } from './resample.ts';
 
 export type LabelSource = 'folder' | 'prefix' | 'none';
@@ -49,43 +49,27 @@ export function listImageFiles(root: string): string[] {
   return out;
 }
 
-/** Decodes PNG or JPEG bytes (told apart by signature) to RGB: gray is repeated, alpha dropped. */
+/**
+ * Decodes PNG or JPEG bytes (told apart by signature) to the RGB bytes of the official loader's
+ * `Image.open(path).convert('RGB')` (Pillow): gray repeated, alpha dropped.
+ */
 export function decodeImage(bytes: Uint8Array, source: string): RgbImage {
   const isPng = bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47;
   const isJpeg = bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
   if (!isPng && !isJpeg) {
     throw new Error(`${source}: expected a PNG or JPEG file, got ${bytes.length} bytes with neither signature`);
   }
-  let rgba: Uint8Array;
-  let width: number;
-  let height: number;
-  let stride: number;
+  let image: RgbImage;
   try {
-    if (isPng) {
-      const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-      ({ width, height } = png);
-      rgba = png.data;
-      stride = 4;
-    } else {
-      const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, tolerantDecoding: false });
-      ({ width, height } = img);
-      rgba = img.data;
-      stride = 3;
-    }
+    image = isPng ? decodePng(bytes) : decodeJpeg(bytes);
   } catch (err) {
     throw new Error(`${source}: cannot decode ${isPng ? 'PNG' : 'JPEG'}: ${(err as Error).message}`);
   }
-  if (width < 1 || height < 1 || rgba.length < width * height * stride) {
-    throw new Error(`${source}: decoded ${width}×${height} image has ${rgba.length} bytes, expected ${width * height * stride}`);
+  const { width, height, data } = image;
+  if (width < 1 || height < 1 || data.length !== width * height * 3) {
+    throw new Error(`${source}: decoded ${width}×${height} image has ${data.length} bytes, expected ${width * height * 3}`);
   }
-  if (stride === 3) return { width, height, data: rgba.subarray(0, width * height * 3) };
-  const data = new Uint8Array(width * height * 3);
-  for (let p = 0; p < width * height; p++) {
-    data[3 * p] = rgba[4 * p];
-    data[3 * p + 1] = rgba[4 * p + 1];
-    data[3 * p + 2] = rgba[4 * p + 2];
-  }
-  return { width, height, data };
+  return image;
 }
 
 // Python's round(): ties go to the even neighbour.
