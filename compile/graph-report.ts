@@ -123,14 +123,17 @@ export interface MemoryPlan {
  * (one nothing reads, right after it is made); outputs are never freed (they are the caller's),
  * and inputs are the caller's. Reshapes share their input's buffer in tfjs, so they add no
  * bytes and the buffer goes when its last view does. Kernel-internal temporaries are not seen.
+ * With `viewsShareBuffers: false` a view counts as a copy, which is how tf.memory().numBytes
+ * counts (per tensor handle): the executor's measured numBytes peak equals that figure.
  */
-export function memoryPlan(g: Graph): MemoryPlan {
+export function memoryPlan(g: Graph, opts: { readonly viewsShareBuffers?: boolean } = {}): MemoryPlan {
+  const views = opts.viewsShareBuffers ?? true;
   const consts = constantNodes(g);
   const outputIds = new Set(g.outputs.map((o) => o.node));
   const lastUse = new Array<number>(g.nodes.length).fill(-1);
   for (const n of g.nodes) for (const i of n.inputs) lastUse[i] = n.id;
   const root = new Array<number>(g.nodes.length);
-  for (const n of g.nodes) root[n.id] = VIEW_OPS.has(n.op) ? root[n.inputs[0]!]! : n.id;
+  for (const n of g.nodes) root[n.id] = views && VIEW_OPS.has(n.op) ? root[n.inputs[0]!]! : n.id;
   const bytes = (id: number) => bytesOf(g.nodes[id]!.shape, g.nodes[id]!.dtype);
 
   // What the executable keeps of its folded constants: those a run or an output reads.

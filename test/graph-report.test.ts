@@ -1,10 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { startRuntime } from '../compile/runtime.ts';
+import { lower } from '../compile/execute.ts';
 import { layer, named } from '../dsl/layer.ts';
 import { mergeDecls, param } from '../dsl/param.ts';
 import { add, linear, mul, silu } from '../dsl/ops.ts';
 import type { Tensor } from '../dsl/tensor.ts';
-import { GraphBuilder } from '../compile/ir.ts';
+import { GraphBuilder, graphInputs } from '../compile/ir.ts';
 import { formatGraphReport, formatModuleListing, graphReport, memoryPlan, type GraphPart } from '../compile/graph-report.ts';
 import { summary } from '../compile/summary.ts';
 import { runCli } from '../mdt/cli/main.ts';
@@ -113,6 +116,23 @@ test('the memory plan follows the executor: freed after the last reader, reshape
   assert.equal(m.folded, 2);
   assert.equal(m.foldedKept, 1);
   assert.equal(m.foldedBytes, 4);
+});
+
+test('the simulated peak is what the executor reaches (tf.memory, which counts views as copies)', async () => {
+  await startRuntime('cpu');
+  const model = buildModel(namedConfig('MDT-S/2', TINY));
+  const parts = [...graphReport(model, 'train', { batch: 2 }).parts, ...graphReport(model, 'sample', { batch: 2, cfgScale: 4 }).parts];
+  for (const part of parts) {
+    const exe = lower(part.graph);
+    const inputs = new Map(graphInputs(part.graph).map((i) => [i.name, tf.zeros(i.node.shape as number[], i.node.dtype)]));
+    const base = tf.memory().numBytes;
+    let peak = 0;
+    const out = exe.run(inputs, () => void (peak = Math.max(peak, tf.memory().numBytes - base)));
+    tf.dispose([...out.values(), ...inputs.values()]);
+    exe.dispose();
+    assert.equal(peak, memoryPlan(part.graph, { viewsShareBuffers: false }).peak, part.name);
+    assert.ok(part.memory.peak <= peak, `${part.name}: shared views lower the peak`);
+  }
 });
 
 /** A block written in a test from DSL ops: a gated MLP (SwiGLU) residual, x + W2·(silu(W1·x) ⊙ W3·x), no bias. */

@@ -99,6 +99,7 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
       pixels.dispose();
     }
     bar.stop();
+    sampler.dispose();
     const images = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
     let at = 0;
     for (const p of parts) {

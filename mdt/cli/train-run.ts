@@ -219,6 +219,7 @@ export async function trainRun(o: TrainRunOptions, data: TrainData, hooks: Train
       guideChannels: config.inChannels >= 3 ? 'first3' : 'all',
     });
     const raw = sampler.sample(gridLabels, foldIn(sampleKey, step));
+    sampler.dispose();
     const imgs = data.decode ? tf.tidy(() => data.decode!(raw)) : raw;
     if (imgs !== raw) raw.dispose();
     await writeSamples(join(runDir, 'samples', `step-${String(step).padStart(6, '0')}.png`), imgs, classes);
