@@ -6,8 +6,8 @@ import { mkdtemp, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { convertTorchToSafetensors } from '../dsl/torch-pt.ts';
-import { openSafetensors } from '../dsl/safetensors.ts';
+import { convertTorchToSafetensors } from '../formats/torch-pt.ts';
+import { openSafetensors } from '../formats/safetensors.ts';
 import { ZipBuilder, checkpointPickle } from '../test/torch-pt-builder.ts';
 import type { TensorSpec } from '../test/torch-pt-builder.ts';
 

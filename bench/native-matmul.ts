@@ -1,5 +1,5 @@
 // Matrix products and an MDT-S/2 training step on the wasm backend, with and without the
-// native kernels (dsl/native.ts). The wasm pool size is fixed once per process, so every
+// native kernels (runtime/native.ts). The wasm pool size is fixed once per process, so every
 // setting runs in its own child process; settings are interleaved over several rounds and
 // the median round is reported, to damp the load other processes put on the machine.
 //   npx tsx bench/native-matmul.ts [--rounds 3] [--steps 3] [--batch 8] [--no-step] [--no-matmul]
@@ -13,9 +13,9 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { initParams } from '../compile/init.ts';
 import { compileTraining } from '../compile/train.ts';
-import { initBackend } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
-import { enableNativeKernels } from '../dsl/native.ts';
+import { initBackend } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
+import { enableNativeKernels } from '../runtime/native.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';

@@ -6,9 +6,9 @@
 //   npx tsx bench/profile-step.ts [main s2 tiny ...] [--backend wasm|cpu] [--threads N] [--native] [--top K] [--shapes KERNEL]
 import * as tf from '@tensorflow/tfjs';
 import { parseArgs } from 'node:util';
-import { initBackend, type BackendName } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
-import { enableNativeKernels } from '../dsl/native.ts';
+import { initBackend, type BackendName } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
+import { enableNativeKernels } from '../runtime/native.ts';
 import { keyFromSeed, foldIn } from '../dsl/random.ts';
 import { BENCH_CONFIGS, isBenchConfigName, trainFixture, type BenchConfig } from './configs.ts';
 

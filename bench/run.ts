@@ -3,7 +3,7 @@
 // Training step (full + masked branch, AdamW, EMA) and DDPM sampling with CFG for the tiny
 // MDT, the main job's pixel MDT, MDT-S/2 and DiT-S/2 at batch 8, on every backend present:
 // the threaded wasm build, single-thread wasm, each with the native product kernels when they
-// are built (dsl/native.ts; wasm-1-native is the runtime's default), the cpu backend (tiny config only, it runs
+// are built (runtime/native.ts; wasm-1-native is the runtime's default), the cpu backend (tiny config only, it runs
 // ~0.6 GFLOP/s), and webgpu when its packages and an adapter are there (not the S/2 configs
 // on a software adapter). A measurement, not a test: it prints a table, the MDT/DiT step-cost
 // ratio and each S/2 step's ratio to the official PyTorch time the perf issue measured, and
@@ -23,16 +23,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { availableBackends, initBackend, webgpuAvailable, type BackendName } from '../dsl/backend.ts';
-import { writeFileAtomic } from '../dsl/atomic-write.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
-import { nativeKernelsStatus, enableNativeKernels } from '../dsl/native.ts';
-import { WASM_MAX_THREADS } from '../dsl/backend-wasm.ts';
+import { availableBackends, initBackend, webgpuAvailable, type BackendName } from '../runtime/backend.ts';
+import { writeFileAtomic } from '../formats/atomic-write.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
+import { nativeKernelsStatus, enableNativeKernels } from '../runtime/native.ts';
+import { WASM_MAX_THREADS } from '../runtime/backend-wasm.ts';
 import { BENCH_CONFIGS, isBenchConfigName, trainFixture, type BenchConfigName } from './configs.ts';
 import { measureConfig, type ConfigResult, type Counts } from './measure.ts';
 
 const THREADS = Math.min(availableParallelism(), WASM_MAX_THREADS);
-// `native`: products and fused kernels on the native addon (dsl/native.ts); compile/runtime.ts
+// `native`: products and fused kernels on the native addon (runtime/native.ts); runtime/start.ts
 // starts wasm-1-native when the addon is built, wasm-threads when it is not.
 const VARIANTS = {
   'wasm-threads': { backend: 'wasm', threads: THREADS, native: false },

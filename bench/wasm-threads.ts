@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../dsl/backend.ts';
+import { initBackend } from '../runtime/backend.ts';
 import { keyFromSeed, normal, split } from '../dsl/random.ts';
 
 const N = 1024;

@@ -1,13 +1,13 @@
 /**
  * How each primitive runs on tfjs: one function per op from its input tensors to its output.
  * Backend-specific choices live here, not in layers: where the native kernels are registered
- * (dsl/fused.ts checks), GELU, LayerNorm + modulate, softmax + bias and their gradients run as
+ * (runtime/fused.ts checks), GELU, LayerNorm + modulate, softmax + bias and their gradients run as
  * single-pass kernels; products take the form the backend runs fastest.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Node } from './ir.ts';
-import { gelu, geluGrad, layerNorm, layerNormGrad, lnModulate, softmaxBias, softmaxGrad } from '../dsl/fused.ts';
-import { nativeKernelsStatus } from '../dsl/native.ts';
+import { gelu, geluGrad, layerNorm, layerNormGrad, lnModulate, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
+import { nativeKernelsStatus } from '../runtime/native.ts';
 
 export type Lowering = (ins: readonly tf.Tensor[], node: Node) => tf.Tensor;
 
@@ -15,7 +15,7 @@ export type Lowering = (ins: readonly tf.Tensor[], node: Node) => tf.Tensor;
  * Whether BatchMatMul runs transpose flags and batches at full speed: everywhere but on
  * tfjs-backend-wasm's own kernel, whose fast path is a plain rank-2 product (XNNPACK, ~25
  * GFLOP/s a core; flags and batches take a generic loop at ~2) — unless the native kernels
- * (dsl/native.ts) have replaced it.
+ * (runtime/native.ts) have replaced it.
  */
 export function flexibleProducts(): boolean {
   return tf.getBackend() !== 'wasm' || nativeKernelsStatus().enabled;

@@ -10,8 +10,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { match } from 'ts-pattern';
-import { FLAT_CONCAT, FLAT_SPLIT } from '../dsl/kernels.ts';
-import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList } from '../dsl/fused.ts';
+import { FLAT_CONCAT, FLAT_SPLIT } from '../runtime/kernels.ts';
+import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList } from '../runtime/fused.ts';
 
 export type OptimizerConfig =
   | { readonly kind: 'adamw'; readonly lr: number; readonly betas?: readonly [number, number]; readonly eps?: number; readonly weightDecay?: number }

@@ -2,8 +2,8 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BackendName } from '../dsl/backend.ts';
-import { startRuntime } from './runtime.ts';
+import type { BackendName } from '../runtime/backend.ts';
+import { startRuntime } from '../runtime/start.ts';
 import { runFixture, type CaseResult } from './parity.ts';
 
 export const DEFAULT_FIXTURES = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../shared/fixtures');

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { openSafetensors, readSafetensors, type StFile, type StTensor } from '../dsl/safetensors.ts';
+import { openSafetensors, readSafetensors, type StFile, type StTensor } from '../formats/safetensors.ts';
 import { configFromJson, type ModelConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';

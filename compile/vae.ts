@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Key } from '../dsl/random.ts';
-import { readSafetensors, type StTensor } from '../dsl/safetensors.ts';
+import { readSafetensors, type StTensor } from '../formats/safetensors.ts';
 import type { Maps } from '../layers/conv.ts';
 import { posteriorNoise, type AutoencoderKL } from '../mdt/vae/autoencoder-kl.ts';
 import { downFactor, type VaeConfig } from '../mdt/vae/config.ts';

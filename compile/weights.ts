@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ParamDecls } from '../dsl/param.ts';
-import type { StTensor } from '../dsl/safetensors.ts';
+import type { StTensor } from '../formats/safetensors.ts';
 import { numel } from '../dsl/shape.ts';
 
 export interface LoadOptions {

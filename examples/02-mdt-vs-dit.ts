@@ -5,10 +5,10 @@
  */
 import { join } from 'node:path';
 import { mkdir, rm } from 'node:fs/promises';
-import { startRuntime } from '../compile/runtime.ts';
+import { startRuntime } from '../runtime/start.ts';
 import { loadBuiltinDataset } from '../mdt/data/builtin.ts';
 import { resizeTo } from '../mdt/data/resize.ts';
-import { trainRun } from '../mdt/cli/train-run.ts';
+import { trainRun } from '../compile/train-run.ts';
 import { movingAverage, writePlot } from '../mdt/viz/plot.ts';
 
 const steps = Number(process.argv[2] ?? 300);

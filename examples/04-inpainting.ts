@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { join } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
-import { startRuntime } from '../compile/runtime.ts';
+import { startRuntime } from '../runtime/start.ts';
 import { loadWeights } from '../compile/checkpoint.ts';
 import { keyFromSeed } from '../dsl/random.ts';
 import { buildModel } from '../mdt/model.ts';

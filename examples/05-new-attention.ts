@@ -6,7 +6,7 @@
  *   npx tsx examples/05-new-attention.ts [STEPS=30]
  */
 import * as tf from '@tensorflow/tfjs';
-import { startRuntime } from '../compile/runtime.ts';
+import { startRuntime } from '../runtime/start.ts';
 import { initParams } from '../compile/init.ts';
 import { compileTraining } from '../compile/train.ts';
 import { formatGraphReport, formatModuleListing, graphReport } from '../compile/graph-report.ts';

@@ -4,9 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { currentBackend, initBackend, webgpuAvailable } from '../dsl/backend.ts';
-import type { BackendInfo } from '../dsl/backend.ts';
-import { cudaVerdict, doctor, parseLdconfig } from '../dsl/doctor.ts';
+import { currentBackend, initBackend, webgpuAvailable } from '../runtime/backend.ts';
+import type { BackendInfo } from '../runtime/backend.ts';
+import { cudaVerdict, doctor, parseLdconfig } from '../runtime/doctor.ts';
 import { keyFromSeed, normal, split } from '../dsl/random.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -48,7 +48,7 @@ function child(code: string, env: Record<string, string> = {}): { info: BackendI
 
 const CHILD_MATMUL = `
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from './dsl/backend.ts';
+import { initBackend } from './runtime/backend.ts';
 const info = await initBackend();
 const a = tf.ones([256, 256]);
 const value = tf.sum(tf.matMul(a, a)).dataSync()[0];

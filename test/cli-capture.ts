@@ -1,6 +1,6 @@
 /** Runs the `mdt` CLI in this process and captures what it prints. */
-import { runCli } from '../mdt/cli/main.ts';
-import type { CliIO } from '../mdt/cli/io.ts';
+import { runCli } from '../cli/main.ts';
+import type { CliIO } from '../cli/io.ts';
 
 export async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';

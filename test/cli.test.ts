@@ -5,14 +5,14 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { buildProgram } from '../mdt/cli/main.ts';
+import { buildProgram } from '../cli/main.ts';
 import { cli } from './cli-capture.ts';
-import { TRAIN_DEFAULTS } from '../mdt/cli/train.ts';
-import { readSafetensors, writeSafetensors } from '../dsl/safetensors.ts';
+import { TRAIN_DEFAULTS } from '../cli/train.ts';
+import { readSafetensors, writeSafetensors } from '../formats/safetensors.ts';
 import { keyFromSeed } from '../dsl/random.ts';
 import { initParams } from '../compile/init.ts';
 import { stateDictFromParams } from '../compile/weights.ts';
-import { startBackend } from '../mdt/cli/options.ts';
+import { startBackend } from '../cli/options.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import type { ParamDecls } from '../dsl/param.ts';
@@ -165,7 +165,7 @@ test('mdt convert of the dit-tiny .pt equals its .safetensors tensor by tensor',
 });
 
 test('the bin shim runs the CLI and exits 2 on a usage error', () => {
-  const run = (...args: string[]) => spawnSync(process.execPath, ['mdt/cli/mdt.mjs', ...args], { encoding: 'utf8' });
+  const run = (...args: string[]) => spawnSync(process.execPath, ['cli/mdt.mjs', ...args], { encoding: 'utf8' });
   const ok = run('summary', '--model', 'DiT-S/2');
   assert.equal(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /total\s+32,963,360/);

@@ -3,8 +3,8 @@
  * seeded generator for input values, and helpers to feed and read graphs.
  */
 import * as tf from '@tensorflow/tfjs';
-import { startRuntime } from '../compile/runtime.ts';
-import { disableNativeKernels, nativeKernelsStatus } from '../dsl/native.ts';
+import { startRuntime } from '../runtime/start.ts';
+import { disableNativeKernels, nativeKernelsStatus } from '../runtime/native.ts';
 import { numel, type DType } from '../compile/ir.ts';
 
 /** cpu; wasm with the native kernels where they are built; wasm on its own kernels. */

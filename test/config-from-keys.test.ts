@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { configFromJson, type ModelConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import { AmbiguousConfigError, configFromKeys } from '../mdt/config-from-keys.ts';
-import { openSafetensors } from '../dsl/safetensors.ts';
+import { openSafetensors } from '../formats/safetensors.ts';
 
 const FIXTURES = '/work/shared/fixtures';
 const MANIFEST = '/work/shared/docs/state_dict_S2.json';

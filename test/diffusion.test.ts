@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { openSafetensors } from '../dsl/safetensors.ts';
+import { openSafetensors } from '../formats/safetensors.ts';
 import { keyFromSeed, normal, split, type Key } from '../dsl/random.ts';
 import { add, cast, concat, constant, mean, mul, reshape, scale, shift, sub, sum, tanh, div } from '../dsl/ops.ts';
 import { param } from '../dsl/param.ts';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { keyFromSeed, normal } from '../dsl/random.ts';
-import { readSafetensors } from '../dsl/safetensors.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
 import { configFromJson } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import { knownTokens, tokenMaskPixels } from '../mdt/inpaint.ts';

@@ -22,7 +22,7 @@ import { GraphBuilder, numel, formatShape, type Attrs, type DType, type Graph } 
 import { PRIMS, type Prim, type Vjp } from '../compile/primitives.ts';
 import { differentiate, gradName } from '../compile/autodiff.ts';
 import { lower, type Executable } from '../compile/execute.ts';
-import { nativeKernelsStatus } from '../dsl/native.ts';
+import { nativeKernelsStatus } from '../runtime/native.ts';
 import { gaussian, uniform, useBackend, type Variant } from './compile-support.ts';
 
 // ---------------------------------------------------------------------------------------------

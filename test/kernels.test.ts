@@ -1,9 +1,9 @@
-/** The wasm kernels replaced in dsl/kernels.ts give exactly what the cpu backend gives. */
+/** The wasm kernels replaced in runtime/kernels.ts give exactly what the cpu backend gives. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
+import { initBackend } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
 
 type Case = readonly [string, () => tf.Tensor | tf.Tensor[]];

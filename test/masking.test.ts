@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { keyFromSeed, normal } from '../dsl/random.ts';
-import { readSafetensors } from '../dsl/safetensors.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
 import type { Shape } from '../dsl/shape.ts';
 import type { Tensor } from '../dsl/tensor.ts';
 import { lenKeepV1, lenKeepV2, planFromShuffle, planKeeping, randomMasking, ratioV2, type MaskTensors } from '../mdt/masking.ts';

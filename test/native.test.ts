@@ -10,11 +10,11 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import fc from 'fast-check';
-import { initBackend } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
-import { disableNativeKernels, enableNativeKernels, nativeKernelsStatus, nativeMatMul } from '../dsl/native.ts';
+import { initBackend } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
+import { disableNativeKernels, enableNativeKernels, nativeKernelsStatus, nativeMatMul } from '../runtime/native.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
-import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../dsl/fused.ts';
+import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
 
 await initBackend({ prefer: 'wasm' });
 registerMissingKernels();
@@ -278,8 +278,8 @@ test('golden parity (compile/parity-cli.ts) passes every case with the kernels o
   // The CLI's own entry point, in a child process whose wasm backend has the kernels on.
   const root = fileURLToPath(new URL('..', import.meta.url));
   const script = [
-    "import { initBackend } from './dsl/backend.ts';",
-    "import { enableNativeKernels, nativeKernelsStatus } from './dsl/native.ts';",
+    "import { initBackend } from './runtime/backend.ts';",
+    "import { enableNativeKernels, nativeKernelsStatus } from './runtime/native.ts';",
     "import { parityMain } from './compile/parity-cli.ts';",
     "await initBackend({ prefer: 'wasm' });",
     'const s = enableNativeKernels();',

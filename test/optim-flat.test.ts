@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { createEma, createOptimizer, type OptimizerConfig } from '../compile/optim.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
-import { FLAT_CONCAT, registerMissingKernels } from '../dsl/kernels.ts';
+import { FLAT_CONCAT, registerMissingKernels } from '../runtime/kernels.ts';
 
 // 3M + 3M + 2M + 7 values: at most 4M per chunk, so three chunks, one parameter split off alone.
 const SHAPES: Record<string, number[]> = { a: [1000, 3000], b: [3000, 1000], c: [2000, 1000], d: [7] };

@@ -6,9 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, webgpuAvailable } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
-import { disableNativeKernels, enableNativeKernels } from '../dsl/native.ts';
+import { initBackend, webgpuAvailable } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
+import { disableNativeKernels, enableNativeKernels } from '../runtime/native.ts';
 import { DEFAULT_FIXTURES, fixtureDirs, runParity } from '../compile/parity-cli.ts';
 
 for (const backend of ['wasm', 'wasm+native', 'cpu', 'webgpu'] as const) {

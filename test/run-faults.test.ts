@@ -11,10 +11,10 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, r
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readSafetensors, writeSafetensors, type StTensor } from '../dsl/safetensors.ts';
+import { readSafetensors, writeSafetensors, type StTensor } from '../formats/safetensors.ts';
 import { verifyCheckpoint } from '../compile/checkpoint.ts';
-import { startBackend } from '../mdt/cli/options.ts';
-import { trainRun, type TrainRunHooks, type TrainRunOptions } from '../mdt/cli/train-run.ts';
+import { startBackend } from '../cli/options.ts';
+import { trainRun, type TrainRunHooks, type TrainRunOptions } from '../compile/train-run.ts';
 import type { ImageDataset } from '../mdt/data/dataset.ts';
 import { cli } from './cli-capture.ts';
 import { syntheticDataset } from './synthetic-dataset.ts';
@@ -324,7 +324,7 @@ test('kill -9 at random moments, 20 times: `latest` always names a valid checkpo
   const repairs = { leftovers: 0, tornLines: 0 };
   for (let i = 0; i < 20; i++) {
     const resume = existsSync(join(run, 'run.json'));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'mdt/cli/main.ts', 'train', ...args, ...(resume ? ['--resume'] : [])], { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'train', ...args, ...(resume ? ['--resume'] : [])], { stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO });
     const exited = once(child, 'exit');
     // Start-up takes most of a process's life: every fourth kill lands anywhere in it, the others
     // once the run starts (writing run.json, training, checkpointing, appending to the log).

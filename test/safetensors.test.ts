@@ -4,9 +4,9 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { openSafetensors, readSafetensors, writeSafetensors } from '../dsl/safetensors.ts';
-import type { StTensor } from '../dsl/safetensors.ts';
-import { withAtomicFile, writeFileAtomic } from '../dsl/atomic-write.ts';
+import { openSafetensors, readSafetensors, writeSafetensors } from '../formats/safetensors.ts';
+import type { StTensor } from '../formats/safetensors.ts';
+import { withAtomicFile, writeFileAtomic } from '../formats/atomic-write.ts';
 
 const FIXTURES = new URL('../../shared/fixtures/', import.meta.url).pathname;
 

@@ -3,7 +3,7 @@
 import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
-import { writeAllAt } from '../dsl/atomic-write.ts';
+import { writeAllAt } from '../formats/atomic-write.ts';
 
 const bytes = (...xs: number[]): Uint8Array => Uint8Array.from(xs);
 const le = (n: number, width: 1 | 2 | 4): Uint8Array => {

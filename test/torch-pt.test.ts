@@ -4,11 +4,11 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { convertTorchToSafetensors, openTorchCheckpoint } from '../dsl/torch-pt.ts';
-import { openSafetensors, readSafetensors } from '../dsl/safetensors.ts';
-import type { StTensor } from '../dsl/safetensors.ts';
-import { unpickle } from '../dsl/torch-pt/pickle.ts';
-import type { PyValue } from '../dsl/torch-pt/pickle.ts';
+import { convertTorchToSafetensors, openTorchCheckpoint } from '../formats/torch-pt.ts';
+import { openSafetensors, readSafetensors } from '../formats/safetensors.ts';
+import type { StTensor } from '../formats/safetensors.ts';
+import { unpickle } from '../formats/torch-pt/pickle.ts';
+import type { PyValue } from '../formats/torch-pt/pickle.ts';
 import { checkpointPickle, op, pickle, sharedListChain, stateDictOps, writeTorchArchive } from './torch-pt-builder.ts';
 import type { TensorSpec } from './torch-pt-builder.ts';
 

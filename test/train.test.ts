@@ -6,15 +6,15 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initBackend } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
+import { initBackend } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
 import { foldIn, keyFromSeed } from '../dsl/random.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import { initParams } from '../compile/init.ts';
 import { compileTraining } from '../compile/train.ts';
 import { compileSampler } from '../compile/sample.ts';
-import { trainRun, type TrainRunOptions } from '../mdt/cli/train-run.ts';
+import { trainRun, type TrainRunOptions } from '../compile/train-run.ts';
 import { syntheticDataset } from './synthetic-dataset.ts';
 
 const tiny = (name: string) => namedConfig(name, { depth: 3, hiddenSize: 32, numHeads: 2, inputSize: 8, patchSize: 2, inChannels: 1, numClasses: 3, decodeLayer: 1 });

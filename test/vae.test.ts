@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Layer } from '../dsl/layer.ts';
 import { countParams, type ParamDecls } from '../dsl/param.ts';
 import { foldIn, keyFromSeed, normal, type Key } from '../dsl/random.ts';
-import { readSafetensors, writeSafetensors, type StTensor } from '../dsl/safetensors.ts';
+import { readSafetensors, writeSafetensors, type StTensor } from '../formats/safetensors.ts';
 import { jit, type Program } from '../compile/trace.ts';
 import { compileVae, loadVaeParams } from '../compile/vae.ts';
 import { stateDictFromParams, StateDictError } from '../compile/weights.ts';

@@ -7,8 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, webgpuAvailable, type BackendName } from '../dsl/backend.ts';
-import { registerMissingKernels } from '../dsl/kernels.ts';
+import { initBackend, webgpuAvailable, type BackendName } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
-import { readSafetensors, writeSafetensors, type StTensor } from '../dsl/safetensors.ts';
+import { readSafetensors, writeSafetensors, type StTensor } from '../formats/safetensors.ts';
 import { configFromJson, namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import { paramsFromStateDict, stateDictFromParams, StateDictError } from '../compile/weights.ts';

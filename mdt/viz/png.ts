@@ -1,5 +1,5 @@
 import { PNG } from 'pngjs';
-import { writeFileAtomic } from '../../dsl/atomic-write.ts';
+import { writeFileAtomic } from '../../formats/atomic-write.ts';
 
 /** An 8-bit image, rows of interleaved channels (gray, or R, G, B). */
 export interface Raster {

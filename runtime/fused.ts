@@ -1,7 +1,7 @@
 /**
  * Fused pointwise steps — GELU, adaLN's LayerNorm + modulate and attention's softmax (each
  * direction) in the transformer block, and the optimizer and EMA updates — as tfjs kernels
- * where the backend has one (dsl/native.ts registers them on wasm when the native addon runs:
+ * where the backend has one (runtime/native.ts registers them on wasm when the native addon runs:
  * one pass over memory instead of 5–20 bandwidth-bound wasm kernels), and as the same math in
  * tfjs ops everywhere else. Both forms take and return the same tensors, so a piece's saved
  * values mean the same thing on every backend. AdamW and EMA run as list kernels on the

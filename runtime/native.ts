@@ -1,11 +1,11 @@
 /**
  * Native kernels for the wasm backend. WebAssembly SIMD has no fused multiply-add, which caps
  * tfjs-backend-wasm's products at about a quarter of what this CPU does natively; the optional
- * addon in dsl/native/ (an AVX2/AVX-512 SGEMM, built from source at install by
- * dsl/native/build.mjs) computes BatchMatMul in place on the wasm heap instead. It also runs
- * the fused pointwise kernels of dsl/fused.ts (GELU and adaLN's LayerNorm + modulate, each
+ * addon in runtime/native/ (an AVX2/AVX-512 SGEMM, built from source at install by
+ * runtime/native/build.mjs) computes BatchMatMul in place on the wasm heap instead. It also runs
+ * the fused pointwise kernels of runtime/fused.ts (GELU and adaLN's LayerNorm + modulate, each
  * direction one pass over memory instead of 5–15 wasm kernels) and the row gather and segment
- * sum behind the relative-position bias (rowKernels(), used by dsl/kernels.ts). Everything else
+ * sum behind the relative-position bias (rowKernels(), used by runtime/kernels.ts). Everything else
  * stays on wasm. Without the addon, or with MDT_NATIVE=0, the wasm kernels are kept.
  * Environment: MDT_NATIVE=0|1, MDT_NATIVE_THREADS (default: the available cores),
  * MDT_NATIVE_ISA=auto|avx2|avx512 (auto: the widest this CPU has).
@@ -88,7 +88,7 @@ function load(): Loaded {
   if (!existsSync(path)) {
     const log = fileURLToPath(BUILD_LOG_URL);
     const why = existsSync(log) ? readFileSync(log, 'utf8').split('\n')[0] : 'it was never built (npm install skipped scripts?)';
-    loaded = { ok: false, reason: `native addon not built: ${why}; rebuild with \`node dsl/native/build.mjs\`` };
+    loaded = { ok: false, reason: `native addon not built: ${why}; rebuild with \`node runtime/native/build.mjs\`` };
     return loaded;
   }
   let addon: Addon;
@@ -227,7 +227,7 @@ function checkFloat(name: string, inputs: Record<string, tf.TensorInfo | undefin
   }
 }
 
-/** The fused kernels of dsl/fused.ts, on the wasm heap (heap views are taken after every makeOutput, which may grow the heap). */
+/** The fused kernels of runtime/fused.ts, on the wasm heap (heap views are taken after every makeOutput, which may grow the heap). */
 function fusedKernels(addon: Addon): tf.KernelConfig[] {
   const wasmOf = (b: unknown) => b as WasmBackendLike;
   /** A kernel with float32 inputs `names` and one output shaped like the first; `call` gets the heap views, output last. */
@@ -420,7 +420,7 @@ export function enableNativeKernels(opts: NativeOptions = {}): NativeStatus {
 
 /**
  * The wasm thread default when the native kernels will run: 1, since a second wasm thread only
- * contends with the addon's pool (dsl/backend.ts has the figures). Asked before wasm starts.
+ * contends with the addon's pool (runtime/backend.ts has the figures). Asked before wasm starts.
  */
 export function wasmThreadDefault(): { defaultThreads?: number } {
   return process.env.MDT_NATIVE?.trim() !== '0' && load().ok ? { defaultThreads: 1 } : {};

@@ -1,8 +1,8 @@
 /** `mdt summary`: parameters and MACs per module of a named (or resized) model. */
 import type { Command } from 'commander';
-import { gridSize, namedConfig } from '../config.ts';
-import { buildModel } from '../model.ts';
-import { formatSummary, summary } from '../../compile/summary.ts';
+import { gridSize, namedConfig } from '../mdt/config.ts';
+import { buildModel } from '../mdt/model.ts';
+import { formatSummary, summary } from '../compile/summary.ts';
 import { say, type CliIO } from './io.ts';
 import { addSizeOptions, intArg, modelNameArg, option, sizeOverrides, UsageError, type SizeOverrides } from './options.ts';
 

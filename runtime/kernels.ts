@@ -12,7 +12,7 @@
  * - Slice, SplitV, Unpack: wasm's Slice first copies the WHOLE input out of the heap
  *   (readSync), so slicing a small piece of a large tensor costs the large tensor.
  * - GatherV2: wasm's Gather walks element by element with stride arithmetic (~30 ns/element);
- *   copying rows is ~50× faster. With the native kernels on (dsl/native.ts), plain row gathers
+ *   copying rows is ~50× faster. With the native kernels on (runtime/native.ts), plain row gathers
  *   and UnsortedSegmentSum run there, threaded (the relative-position bias gathers 1.5 M
  *   single floats per block and batch of the masked branch).
  * - Sum over leading or middle axes (bias and modulation gradients): wasm transposes the

@@ -1,7 +1,7 @@
 /** Image files in and out of the commands: PNG/JPEG decoding for --image/--mask (as PIL's convert('RGB')), single tiles. */
 import { readFileSync } from 'node:fs';
-import { decodeImage, type RgbImage } from '../data/image-folder.ts';
-import { imageGrid, type Raster } from '../viz/png.ts';
+import { decodeImage, type RgbImage } from '../mdt/data/image-folder.ts';
+import { imageGrid, type Raster } from '../mdt/viz/png.ts';
 import { UsageError } from './options.ts';
 
 export function readImage(path: string, flag: string): RgbImage {

@@ -1,6 +1,6 @@
 /** `mdt doctor`: what runs here (backends, threads, CUDA libraries) and why not. */
 import type { Command } from 'commander';
-import { doctor } from '../../dsl/doctor.ts';
+import { doctor } from '../runtime/doctor.ts';
 import { say, type CliIO } from './io.ts';
 
 export function doctorCommand(program: Command, io: CliIO): Command {

@@ -5,8 +5,8 @@
  */
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { ioError, writeAllAt, writeFileAtomic } from '../../dsl/atomic-write.ts';
-import type { StepLosses } from '../../compile/train.ts';
+import { ioError, writeAllAt, writeFileAtomic } from '../formats/atomic-write.ts';
+import type { StepLosses } from './train.ts';
 
 export type LogRecord = { readonly step: number } & StepLosses;
 

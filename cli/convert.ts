@@ -1,6 +1,6 @@
 /** `mdt convert`: an official PyTorch .pt checkpoint to a safetensors state dict, no Python. */
 import type { Command } from 'commander';
-import { convertTorchToSafetensors } from '../../dsl/torch-pt.ts';
+import { convertTorchToSafetensors } from '../formats/torch-pt.ts';
 import { say, type CliIO } from './io.ts';
 import { option, UsageError } from './options.ts';
 import { startProgress, type Progress } from './progress.ts';

@@ -4,9 +4,9 @@
  */
 import { basename } from 'node:path';
 import type { Command } from 'commander';
-import { keyFromSeed } from '../../dsl/random.ts';
-import { loadImageFolder, type LabelSource } from '../data/image-folder.ts';
-import { encodeLatents } from '../vae/latents.ts';
+import { keyFromSeed } from '../dsl/random.ts';
+import { loadImageFolder, type LabelSource } from '../mdt/data/image-folder.ts';
+import { encodeLatents } from '../mdt/vae/latents.ts';
 import { say, type CliIO } from './io.ts';
 import { backendOption, intArg, option, startBackend, type BackendChoice } from './options.ts';
 import { startProgress, type Progress } from './progress.ts';

@@ -4,8 +4,8 @@
  * (its README); DiT with a constant w = 4 (its sample.py); models of pixel data sample unguided.
  */
 import type { Command } from 'commander';
-import type { ModelConfig } from '../config.ts';
-import type { GuidanceSchedule } from '../diffusion/guidance-weight.ts';
+import type { ModelConfig } from '../mdt/config.ts';
+import type { GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import { numberArg, option, UsageError } from './options.ts';
 
 export type ScheduleKind = GuidanceSchedule['kind'];

@@ -1,6 +1,6 @@
 /** `mdt parity`: runs the golden-fixture cases of the official PyTorch code. */
 import type { Command } from 'commander';
-import { DEFAULT_FIXTURES, parityMain } from '../../compile/parity-cli.ts';
+import { DEFAULT_FIXTURES, parityMain } from '../compile/parity-cli.ts';
 import { backendOption, type BackendChoice } from './options.ts';
 
 export function parityCommand(program: Command, setExitCode: (code: number) => void): Command {

@@ -3,18 +3,13 @@
  * error that says what is allowed), the model-size flags, the backend flag.
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { BACKEND_NAMES, type BackendInfo, type BackendName } from '../../dsl/backend.ts';
-import { startRuntime } from '../../compile/runtime.ts';
-import { MODEL_NAMES, type ModelConfig } from '../config.ts';
-import { spaceTimesteps } from '../diffusion/respace.ts';
+import { BACKEND_NAMES, type BackendInfo, type BackendName } from '../runtime/backend.ts';
+import { startRuntime } from '../runtime/start.ts';
+import { MODEL_NAMES, type ModelConfig } from '../mdt/config.ts';
+import { spaceTimesteps } from '../mdt/diffusion/respace.ts';
 
 /** A wrong combination of flags, found after parsing: reported like commander's errors, exit 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
+export { UsageError } from '../dsl/errors.ts';
 
 export function intArg(min: number, max = Number.MAX_SAFE_INTEGER): (v: string) => number {
   return (v) => {

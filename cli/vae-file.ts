@@ -5,10 +5,10 @@
  * are not in the file and stay SD's.
  */
 import * as tf from '@tensorflow/tfjs';
-import { openSafetensors } from '../../dsl/safetensors.ts';
-import { compileVae, loadVaeParams, type CompiledVae } from '../../compile/vae.ts';
-import { autoencoderKL, type AutoencoderKL } from '../vae/autoencoder-kl.ts';
-import { downFactor, vaeConfig, type VaeConfig } from '../vae/config.ts';
+import { openSafetensors } from '../formats/safetensors.ts';
+import { compileVae, loadVaeParams, type CompiledVae } from '../compile/vae.ts';
+import { autoencoderKL, type AutoencoderKL } from '../mdt/vae/autoencoder-kl.ts';
+import { downFactor, vaeConfig, type VaeConfig } from '../mdt/vae/config.ts';
 import { UsageError } from './options.ts';
 
 export interface Vae {

@@ -1,8 +1,8 @@
-// Builds the optional native SGEMM addon (dsl/native.ts loads it) with node-gyp, against the
+// Builds the optional native SGEMM addon (runtime/native.ts loads it) with node-gyp, against the
 // Node.js headers installed beside this node: nothing is downloaded. Run by `npm install` /
 // `npm ci`; it never fails the install. On failure it prints one line and leaves the reason
 // as the first line of build/build.log, where the loader reports it from.
-//   node dsl/native/build.mjs
+//   node runtime/native/build.mjs
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -72,4 +72,4 @@ if (r.error !== undefined || r.status !== 0) {
   skip(`node-gyp failed: ${cause}`, output);
 }
 writeLog(`built with node-gyp against ${nodedir}\n${output}`);
-console.log('mdt-ts: native kernels built (dsl/native/build/Release/mdt_native.node)');
+console.log('mdt-ts: native kernels built (runtime/native/build/Release/mdt_native.node)');

@@ -36,7 +36,7 @@ void mdt_softmax_grad(const float* p, const float* dp, long l, float* dx, long b
 void mdt_sum_middle(const float* x, long reduced, long inner, long o, long i0, long i1, float* out);
 
 // Optimizer updates on flat parameter vectors (compile/optim.ts), elements [begin, end); the
-// hyperparameters are those of dsl/fused.ts' adamwUpdate / adanUpdate (h[0..] in its order).
+// hyperparameters are those of runtime/fused.ts' adamwUpdate / adanUpdate (h[0..] in its order).
 // AdamW: m' = b1·m + (1 − b1)·g, v' = b2·v + (1 − b2)·g², p' = p·(1 − lr·wd) − (lr/bc1)·m'/(sqrt(v')/sqrt(bc2) + eps).
 // h = {lr, b1, b2, eps, wd, bc1, sqrt(bc2)}.
 void mdt_adamw(const float* p, const float* g, const float* m, const float* v, const double* h, float* p1, float* m1, float* v1,

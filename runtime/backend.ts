@@ -24,7 +24,7 @@ export interface InitOptions {
   threads?: number;
   /**
    * The thread count when neither `threads` nor MDT_WASM_THREADS sets one (default: the
-   * available cores, at most 8); compile/runtime.ts passes 1 when the native kernels will run.
+   * available cores, at most 8); runtime/start.ts passes 1 when the native kernels will run.
    */
   defaultThreads?: number;
 }
@@ -96,9 +96,9 @@ function resolvePreference(prefer: unknown): { want: BackendName | 'auto'; sourc
  * ~33 s to ~18 s.
  *
  * 1 thread is better:
- * - when the native kernels run (dsl/native.ts): they do the products and the heavy pointwise
+ * - when the native kernels run (runtime/native.ts): they do the products and the heavy pointwise
  *   work on their own pool, and a wasm pool only contends with it — main job 535 ms on 1 wasm
- *   thread vs 608 ms on 2, tiny 55 vs 78 ms, MDT-S/2 the same; compile/runtime.ts therefore
+ *   thread vs 608 ms on 2, tiny 55 vs 78 ms, MDT-S/2 the same; runtime/start.ts therefore
  *   asks for 1 (defaultThreads) when the addon is there;
  * - a model whose ops are tiny (the 16-token test configs, ~0.3 GFLOP per step), where
  *   XNNPACK's per-op dispatch to the pool costs more than it saves (~90 → ~160 ms per step);

@@ -5,9 +5,9 @@
  * module's nodes as an IR listing (`--module blocks.0`).
  */
 import type { Command } from 'commander';
-import { gridSize, namedConfig, type ModelConfig } from '../config.ts';
-import { buildModel } from '../model.ts';
-import { formatGraphReport, formatModuleListing, graphModules, graphReport, inModule, type ReportMode } from '../../compile/graph-report.ts';
+import { gridSize, namedConfig, type ModelConfig } from '../mdt/config.ts';
+import { buildModel } from '../mdt/model.ts';
+import { formatGraphReport, formatModuleListing, graphModules, graphReport, inModule, type ReportMode } from '../compile/graph-report.ts';
 import { say, type CliIO } from './io.ts';
 import { addSizeOptions, intArg, modelNameArg, numberArg, option, sizeOverrides, UsageError, type SizeOverrides } from './options.ts';
 
