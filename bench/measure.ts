@@ -51,6 +51,29 @@ export interface Counts {
   /** Respaced DDPM steps actually run; sampling time is reported per step and scaled to 250. */
   readonly sampleSteps: number;
   readonly sampleImages: number;
+  /** Also time whole sampling runs end to end (the side-by-side table's sampling item). */
+  readonly e2e?: E2ECounts;
+}
+
+export interface E2ECounts {
+  /** Images sampled; CFG runs twice as many rows (the null-label half). */
+  readonly images: number;
+  /** Respaced DDPM steps ("250": all of 1000 respaced to 250). */
+  readonly steps: number;
+  /** Timed runs after one untimed run (which compiles the step). */
+  readonly runs: number;
+  /** Constant guidance scale w. */
+  readonly scale: number;
+}
+
+/** Whole sampling runs: x_T, every step with CFG, x_0 read back. */
+export interface E2ESample extends E2ECounts {
+  readonly rows: number;
+  /** The first run, compiling the step included. */
+  readonly firstMs: number;
+  /** Median of the timed runs. */
+  readonly ms: Timing;
+  readonly samplesMs: readonly number[];
 }
 
 export interface ConfigResult {
@@ -74,10 +97,14 @@ export interface ConfigResult {
   readonly sampleStepMs: Timing;
   readonly sampleGflops: number;
   readonly sample250s: number;
+  /** null unless Counts.e2e asked for it. */
+  readonly sampleE2E: E2ESample | null;
   readonly peakRssMb: number;
 }
 
-const GUIDANCE = { kind: 'constant' as const, scale: 1.5 };
+/** The guidance scale of the sampling items (DiT's sample.py default; a constant w costs the same as any). */
+export const CFG_SCALE = 4;
+const GUIDANCE = { kind: 'constant' as const, scale: CFG_SCALE };
 
 export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts): Promise<ConfigResult> {
   const { trainer, model, x0, y } = fx;
@@ -107,9 +134,16 @@ export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts)
     await x.data();
     x.dispose();
   };
-  await sampleOnce(labels.subarray(0, 1), foldIn(key, 300));
-  const sampled = await timed(() => sampleOnce(labels, foldIn(key, 301)));
+  let sampled: Timing;
+  try {
+    // The warm-up run has the timed run's shapes: the step is compiled per shape signature.
+    await sampleOnce(labels, foldIn(key, 300));
+    sampled = await timed(() => sampleOnce(labels, foldIn(key, 301)));
+  } finally {
+    sampler.dispose();
+  }
   const sampleStepMs = { wallMs: sampled.wallMs / n.sampleSteps, cpuMs: sampled.cpuMs / n.sampleSteps };
+  const sampleE2E = n.e2e === undefined ? null : await sampleEndToEnd(fx, n.e2e, foldIn(key, 400));
   const sampleGflop = (2 * 2 * n.sampleImages * s.macs) / 1e9;
 
   return {
@@ -128,8 +162,35 @@ export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts)
     sampleStepMs,
     sampleGflops: sampleGflop / (sampleStepMs.wallMs / 1000),
     sample250s: (250 * sampleStepMs.wallMs) / 1000,
+    sampleE2E,
     peakRssMb: process.resourceUsage().maxRSS / 1024,
   };
+}
+
+/**
+ * Whole sampling runs as `mdt sample` does them: compileSampler on the EMA weights, `images`
+ * labels plus as many null rows, every respaced DDPM step, the result read back. One untimed run
+ * first (it compiles the step), then the median of `runs`.
+ */
+async function sampleEndToEnd(fx: TrainFixture, e: E2ECounts, key: ReturnType<typeof keyFromSeed>): Promise<E2ESample> {
+  const c = fx.model.config;
+  const sampler = compileSampler(fx.model, fx.trainer.ema, {
+    steps: String(e.steps), sampler: 'ddpm', guidance: { kind: 'constant', scale: e.scale }, guideChannels: c.inChannels >= 3 ? 'first3' : 'all',
+  });
+  const labels = Int32Array.from({ length: e.images }, (_, i) => i % c.numClasses);
+  const once = async (i: number) => {
+    const x = sampler.sample(labels, foldIn(key, i));
+    await x.data();
+    x.dispose();
+  };
+  try {
+    const first = await timed(() => once(0));
+    const runs: Timing[] = [];
+    for (let i = 0; i < e.runs; i++) runs.push(await timed(() => once(1 + i)));
+    return { ...e, rows: 2 * e.images, firstMs: first.wallMs, ms: medianTiming(runs), samplesMs: runs.map((t) => Math.round(t.wallMs)) };
+  } finally {
+    sampler.dispose();
+  }
 }
 
 /**

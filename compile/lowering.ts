@@ -21,9 +21,23 @@ export function flexibleProducts(): boolean {
   return tf.getBackend() !== 'wasm' || nativeKernelsStatus().enabled;
 }
 
+/**
+ * A kernel called directly: tf.matMul and tf.fused.matMul re-check and re-shape their operands
+ * and wrap themselves for gradients on every call (~100 µs for a 256×96·96×288 product with a
+ * bias, about what the product costs); the graph's shapes are already checked.
+ */
+function kernel(name: string, inputs: tf.NamedTensorMap, attrs: Record<string, unknown>): tf.Tensor {
+  return tf.engine().runKernel(name, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+}
+
+/** Batched op(a)·op(b) on rank-3 operands, as the BatchMatMul kernels take them. */
+const batchProduct = (a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: boolean) => kernel('BatchMatMul', { a, b }, { transposeA, transposeB });
+
+const as3 = (t: tf.Tensor) => tf.reshape(t, [-1, t.shape[t.rank - 2]!, t.shape[t.rank - 1]!]);
+
 /** op(a)·op(b) for rank-2 operands; on wasm's own kernel, flags become explicit transposes of the smaller side. */
 function product2d(a: tf.Tensor2D, b: tf.Tensor2D, ta: boolean, tb: boolean): tf.Tensor2D {
-  if (flexibleProducts() || (!ta && !tb)) return tf.matMul(a, b, ta, tb);
+  if (flexibleProducts() || (!ta && !tb)) return tf.reshape(batchProduct(as3(a), as3(b), ta, tb), [ta ? a.shape[1] : a.shape[0], tb ? b.shape[0] : b.shape[1]]);
   if (ta && !tb && a.shape[1] > b.shape[1]) return tf.transpose(tf.matMul(tf.transpose(b), a)) as tf.Tensor2D;
   return tf.matMul(ta ? tf.transpose(a) : a, tb ? tf.transpose(b) : b);
 }
@@ -32,15 +46,17 @@ function matmul(ins: readonly tf.Tensor[], node: Node): tf.Tensor {
   const [a, b] = ins as [tf.Tensor, tf.Tensor];
   const ta = node.attrs['transposeA'] === true, tb = node.attrs['transposeB'] === true;
   if (a.rank === 2) return product2d(a as tf.Tensor2D, b as tf.Tensor2D, ta, tb);
-  // tfjs takes rank-3 batches: leading axes merge into one.
-  const as3 = (t: tf.Tensor) => tf.reshape(t, [-1, t.shape[t.rank - 2]!, t.shape[t.rank - 1]!]) as tf.Tensor3D;
-  return tf.reshape(tf.matMul(as3(a), as3(b), ta, tb), node.shape as number[]);
+  // The kernels take rank-3 batches: leading axes merge into one.
+  return tf.reshape(batchProduct(as3(a), as3(b), ta, tb), node.shape as number[]);
 }
 
 /** nn.Linear on rows; the bias goes inside the product where the backend fuses it (never wasm's own _FusedMatMul: it adds a 1-D bias twice). */
 function linear(ins: readonly tf.Tensor[]): tf.Tensor {
   const [x, w, b] = ins as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D | undefined];
-  if (b !== undefined && flexibleProducts()) return tf.fused.matMul({ a: x, b: w, transposeB: true, bias: b });
+  if (b !== undefined && flexibleProducts()) {
+    const y = kernel('_FusedMatMul', { a: as3(x), b: as3(w), bias: b }, { transposeA: false, transposeB: true, activation: 'linear', leakyreluAlpha: 0.2 });
+    return tf.reshape(y, [x.shape[0], w.shape[0]]);
+  }
   const y = product2d(x, w, false, true);
   return b === undefined ? y : tf.add(y, b);
 }

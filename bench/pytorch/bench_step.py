@@ -5,7 +5,7 @@
                                         [--blas auto|system|DIR] [--out FILE]
 
 Items (the letters of --only):
-  (e) the main job's training step (mdt/cli/train.ts defaults): MDT v1 on 32x32x1 pixels, patch 4
+  (e) the main job's training step (cli/train.ts defaults): MDT v1 on 32x32x1 pixels, patch 4
       (64 tokens), depth 4, D 96, 4 heads, decode_layer 1, 10 classes, batch 32; full + masked
       branch, AdamW, EMA, as (a).
   (f) the main job's sampling, timed end to end: 250 respaced DDPM steps (diffusion.py p_sample)
@@ -208,9 +208,8 @@ ARGS = parse_args()
 UNSET_ENV = [k for k in OPENBLAS_FORCING_ENV if os.environ.pop(k, None) is not None]
 BLAS_DECISION = maybe_reexec_with_openblas(ARGS.blas)
 
-import numpy as np  # noqa: E402
-
 try:
+    import numpy as np  # noqa: E402
     import torch  # noqa: E402
 except ImportError as e:
     print(f"bench_step.py: torch is not importable by {sys.executable}: {e}", file=sys.stderr)
@@ -416,7 +415,7 @@ def bench_block(block, batch, steps, warmup, rel_bias):
     return {"forward": timed(fwd, steps, warmup), "forward+backward": timed(fwd_bwd, steps, warmup)}
 
 
-# the main job (mdt/cli/train.ts TRAIN_DEFAULTS): MDT v1 on Fashion-MNIST padded to 32x32
+# the main job (cli/train.ts TRAIN_DEFAULTS): MDT v1 on Fashion-MNIST padded to 32x32
 MAIN_JOB = dict(input_size=32, patch_size=4, in_channels=1, hidden_size=96, depth=4, num_heads=4,
                 num_classes=10, learn_sigma=True, mask_ratio=0.3, decode_layer=1)
 
@@ -453,6 +452,8 @@ def main():
         "sample": {"steps": ARGS.sample_steps, "images": ARGS.sample_images, "rows": 2 * ARGS.sample_images,
                    "cfg_scale": ARGS.cfg_scale, "runs": ARGS.sample_runs},
         "warmup": warmup, "modes": ARGS.modes, "items": sorted(only),
+        "compile": {"api": "nn.Module.compile() (torch.compile of the model's forward)", "mode": "default",
+                    "backend": "inductor", "warmup_min": 2},
         "loadavg_start": loadavg(),
     }
     info["openblas_config"] = openblas_config(info["blas_loaded"])
