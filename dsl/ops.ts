@@ -73,27 +73,15 @@ export function batchMatmul(a: AnyTensor, b: AnyTensor, transposeB = false): Any
   return prim('matmul', [a, b], { transposeA: false, transposeB });
 }
 
-export function add<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return prim('add', [a, b]);
-}
-export function sub<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return prim('sub', [a, b]);
-}
-export function mul<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return prim('mul', [a, b]);
-}
-export function div<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return prim('div', [a, b]);
-}
-export function maximum<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return prim('maximum', [a, b]);
-}
-export function less<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return prim('less', [a, b]);
-}
-export function greater<const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> {
-  return prim('greater', [a, b]);
-}
+/** A binary elementwise op; shapes broadcast as numpy does (checked when traced). */
+const binary = (op: string) => <const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> => prim(op, [a, b]);
+export const add = binary('add');
+export const sub = binary('sub');
+export const mul = binary('mul');
+export const div = binary('div');
+export const maximum = binary('maximum');
+export const less = binary('less');
+export const greater = binary('greater');
 /** cond ? a : b elementwise (cond is a bool tensor from `less`/`greater`). */
 export function where<const S extends Shape>(cond: AnyTensor, a: Tensor<S>, b: AnyTensor): Tensor<S> {
   return prim('where', [cond, a, b]);

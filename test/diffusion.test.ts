@@ -24,6 +24,7 @@ import { noiseFromKey, type NoiseSource } from '../mdt/diffusion/sampler.ts';
 import { withGuidance } from '../mdt/diffusion/cfg.ts';
 import { namedConfig } from '../mdt/config.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
+import type { FixtureCase } from '../compile/parity.ts';
 import { jit, trace, type InputSpec, type Jitted, type Program, type TraceIO } from '../compile/trace.ts';
 import { trainingReport } from '../compile/pipeline.ts';
 import { gradName } from '../compile/autodiff.ts';
@@ -47,18 +48,6 @@ const FIXTURES = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url
 const FIXTURE_NAMES = ['mdt-v1-tiny', 'mdt-v2-tiny', 'dit-tiny'] as const;
 const KINDS = new Set(['q_sample', 'training_losses', 'p_sample_step', 'ddim_step']);
 
-/** A case of cases.json (FORMAT.md §5): tensors by key in cases.safetensors. */
-interface FixtureCase {
-  readonly name: string;
-  readonly kind: string;
-  readonly inputs: Readonly<Record<string, string | number>>;
-  readonly params?: Readonly<Record<string, string | number>>;
-  readonly outputs: Readonly<Record<string, string>>;
-  readonly intermediates?: Readonly<Record<string, string>>;
-  readonly rtol: number;
-  readonly atol: number;
-  readonly output_tolerances?: Readonly<Record<string, { rtol: number; atol: number }>>;
-}
 
 interface Stored {
   shape: number[];
