@@ -76,7 +76,9 @@ test('a NaN stops the run at its step, writes no checkpoint of it and keeps the 
   const a = join(dir, 'a');
   const r = await train(a, '--steps', '8', '--ckpt-every', '1', '--lr', '10');
   assert.equal(r.code, 1, r.err);
-  assert.match(r.err, /step 4: its update made the weights non-finite \(not saving checkpoint .*000004: model\.safetensors of step 4: non-finite values in \d+ of \d+ tensors: \S+ \(\d+ NaN of \d+\)/);
+  // Which state goes non-finite first (weights, EMA or the optimizer's moments) depends on the
+  // backend's rounding (native kernels or plain wasm); the message names it either way.
+  assert.match(r.err, /step 4: its update made the weights non-finite \(not saving checkpoint .*000004: (model|ema|opt)\.safetensors of step 4: non-finite values in \d+ of \d+ tensors: \S+ \(\d+ (NaN|±Inf) of \d+\)/);
   assert.match(r.err, /Training stopped; .*the newest is .*000003 \(step 3\)\)\. Lower --lr, or pass --on-nan skip/);
   assert.deepEqual(checkpointsOf(a), ['000002', '000003']);
   assert.equal(await assertLatestValid(a), '000003');
@@ -139,14 +141,14 @@ test('--on-nan skip undoes the step: the state after it is the state before it, 
   assert.equal(readFileSync(join(b, 'log.jsonl'), 'utf8'), readFileSync(join(a, 'log.jsonl'), 'utf8'));
   assert.deepEqual(readFileSync(join(b, 'checkpoints/000008/model.safetensors')), readFileSync(join(a, 'checkpoints/000008/model.safetensors')));
 
-  // lr 10 diverges: step 4's update makes the weights NaN although its loss is finite (the
-  // checkpoint check finds it), step 5's too; skips do not help, and 5 in a row stop the run.
+  // lr 10 diverges: step 4's update makes the state non-finite although its loss is finite (the
+  // checkpoint check finds it); skips do not help, and 5 in a row stop the run. Which later
+  // losses come out NaN or ±Inf depends on the backend's rounding.
   const c = join(dir, 'c');
   const r = await train(c, '--steps', '12', '--ckpt-every', '2', '--lr', '10', '--on-nan', 'skip');
   assert.equal(r.code, 1);
   assert.match(r.out, /step 4: its update made the weights non-finite \(not saving checkpoint .*\): skipped step\(s\) 4 \(back to checkpoint .*000002, 1 step\(s\) replayed\)/);
-  assert.match(r.out, /step 6: loss NaN, m_loss NaN: skipped step\(s\) 5, 6 /);
-  assert.match(r.err, /step 8: loss NaN, m_loss NaN: 5 steps in a row \(4 to 8\) had to be skipped: the model has diverged/);
+  assert.match(r.err, /step 8: .*: 5 steps in a row \(4 to 8\) had to be skipped: the model has diverged/);
   for (const k of checkpointsOf(c)) await verifyCheckpoint(join(c, 'checkpoints', k));
 }));
 
