@@ -73,8 +73,9 @@ const geluRule: Rule = {
     if (pair === null) return null;
     const x = scaledBy(pair[0], 0.5, c)!;
     const onePlus = pair[1];
-    const tanhNode = onePlus.op === 'add' ? operands(onePlus, c, (m) => m.op === 'tanh')?.[0] : undefined;
-    if (tanhNode === undefined || !isConst(operands(onePlus, c, (m) => m.op === 'tanh')![1], 1)) return null;
+    const tanhAndOne = onePlus.op === 'add' ? operands(onePlus, c, (m) => m.op === 'tanh') : null;
+    if (tanhAndOne === null || !isConst(tanhAndOne[1], 1)) return null;
+    const tanhNode = tanhAndOne[0];
     const inner = scaledBy(c.node(tanhNode.inputs[0]!), Math.sqrt(2 / Math.PI), c);
     if (inner === null || inner.op !== 'add') return null;
     // x + x³·0.044715, x³ = x·(x·x)

@@ -17,7 +17,7 @@ export type Lowering = (ins: readonly tf.Tensor[], node: Node) => tf.Tensor;
  * GFLOP/s a core; flags and batches take a generic loop at ~2) — unless the native kernels
  * (runtime/native.ts) have replaced it.
  */
-export function flexibleProducts(): boolean {
+function flexibleProducts(): boolean {
   return tf.getBackend() !== 'wasm' || nativeKernelsStatus().enabled;
 }
 
