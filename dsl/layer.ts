@@ -8,14 +8,20 @@ import { formatShape, isSymDim, ShapeCheckError } from './shape.ts';
 import type { Tensor } from './tensor.ts';
 import { add } from './ops.ts';
 import { mergeDecls, prefixDecls, type ParamDecls, type ParamView } from './param.ts';
+import { withMemo } from './memo.ts';
 
 /** A layer from `In` to `Out`; `Ctx` is side input shared by a stack (conditioning, bias). */
 export interface Layer<In extends Shape, Out extends Shape, Ctx = void> {
   readonly inShape: In;
   readonly outShape: Out;
   readonly params: ParamDecls;
+  /** Declared shapes of tensor fields of `ctx`, checked with the input's bindings when the layer is applied under `named`. */
+  readonly ctxShapes?: CtxShapes<Ctx>;
   apply(p: ParamView, x: Tensor<In>, ctx: Ctx): Tensor<Out>;
 }
+
+/** Shapes of the tensor-valued fields of a side input. */
+export type CtxShapes<Ctx> = { readonly [K in keyof Ctx]?: NonNullable<Ctx[K]> extends Tensor<infer S> ? S : never };
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyLayer = Layer<any, any, any>;
@@ -34,8 +40,9 @@ export function layer<const In extends Shape, const Out extends Shape, Ctx = voi
   outShape: Out,
   params: ParamDecls,
   apply: (p: ParamView, x: Tensor<In>, ctx: Ctx) => Tensor<Out>,
+  ctxShapes?: CtxShapes<Ctx>,
 ): Layer<In, Out, Ctx> {
-  return { inShape, outShape, params, apply };
+  return { inShape, outShape, params, apply, ...(ctxShapes ? { ctxShapes } : {}) };
 }
 
 function sameDims(a: Shape, b: Shape): boolean {
@@ -62,14 +69,28 @@ export function seq<const Ls extends readonly [AnyLayer, ...AnyLayer[]]>(...laye
   } as Layer<InOf<Ls[0]>, OutOf<LastOf<Ls>>, CtxOf<Ls[0]>>;
 }
 
-/** Puts a layer's parameters under `name.` (`attn` → `attn.qkv.weight`) and its nodes in module `name`. */
+/**
+ * Puts a layer's parameters under `name.` (`attn` → `attn.qkv.weight`) and its nodes in module
+ * `name`. When traced, its input, declared side inputs and output are checked against the
+ * declared shapes with one binding memo per call (dsl/memo.ts).
+ */
 export function named<In extends Shape, Out extends Shape, Ctx>(name: string, l: Layer<In, Out, Ctx>): Layer<In, Out, Ctx> {
   return {
     inShape: l.inShape,
     outShape: l.outShape,
     params: prefixDecls(name, l.params),
+    ...(l.ctxShapes ? { ctxShapes: l.ctxShapes } : {}),
     // The graph records the module path too: per-module FLOPs and fusion reports read it.
-    apply: (p, x, ctx) => x.graph.scoped(name, () => l.apply(p.scope(name), x, ctx)),
+    apply: (p, x, ctx) => x.graph.scoped(name, () => withMemo(x.graph, name, (memo) => {
+      memo.check('input', x.shape, l.inShape);
+      for (const [k, declared] of Object.entries(l.ctxShapes ?? {}) as [string, Shape][]) {
+        const v = (ctx as Record<string, Tensor<Shape> | undefined>)[k];
+        if (v !== undefined) memo.check(`ctx.${k}`, v.shape, declared);
+      }
+      const y = l.apply(p.scope(name), x, ctx);
+      memo.check('output', y.shape, l.outShape);
+      return y;
+    })),
   };
 }
 
@@ -84,7 +105,8 @@ export function repeat<S extends Shape, Ctx>(name: string, n: number, make: (i: 
   return seq(...(stack(name, n, make) as unknown as [AnyLayer, ...AnyLayer[]])) as unknown as Layer<S, S, Ctx>;
 }
 
-/** x + f(x) for a shape-preserving layer. */
+/** x + f(x) for a shape-preserving layer (checked when built: a cast cannot slip a d → d+1 layer in). */
 export function residual<S extends Shape, Ctx>(l: Layer<S, S, Ctx>): Layer<S, S, Ctx> {
-  return { inShape: l.inShape, outShape: l.outShape, params: l.params, apply: (p, x, ctx) => add(x, l.apply(p, x, ctx)) as unknown as Tensor<S> };
+  if (!sameDims(l.inShape, l.outShape)) throw new ShapeCheckError(`residual: the layer maps ${formatShape(l.inShape)} to ${formatShape(l.outShape)}; x + f(x) needs the same shape`);
+  return { ...l, apply: (p, x, ctx) => add<Shape, Shape>(x, l.apply(p, x, ctx)) as unknown as Tensor<S> };
 }

@@ -5,8 +5,10 @@
  * written with these in reference form (as the official PyTorch code reads); which kernels
  * run is decided by compile/'s rewrite rules and lowering, never here.
  */
-import type { Broadcast, Dim, Mul, Numel, Shape, ShapeError } from './shape.ts';
+import { formatShape, isSymDim, ShapeCheckError, type Dim, type Shape } from './shape.ts';
+import type { Add, BroadcastCheck, Checked, BroadcastShape, ConcatCheck, ExpandDims, Mul, Permute, PermCheck, ReshapeCheck, Reshaped, SumAxis, Squeeze, WithAxis } from './size-types.ts';
 import { tensorOf, type Tensor } from './tensor.ts';
+import { currentMemo } from './memo.ts';
 import type { Attrs, DType, GraphBuilder } from '../compile/ir.ts';
 
 type AnyTensor = Tensor<Shape>;
@@ -73,8 +75,13 @@ export function batchMatmul(a: AnyTensor, b: AnyTensor, transposeB = false): Any
   return prim('matmul', [a, b], { transposeA: false, transposeB });
 }
 
-/** A binary elementwise op; shapes broadcast as numpy does (checked when traced). */
-const binary = (op: string) => <const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T>): Tensor<Broadcast<S, T>> => prim(op, [a, b]);
+/**
+ * A binary elementwise op; shapes broadcast as numpy does (right-aligned, rank-extending: a
+ * `[D]` bias onto `[B, L, D]`). Sizes that cannot broadcast — two literals, two symbols, or a
+ * symbol and a literal other than 1 — are a type error at the second argument; sizes known
+ * only at run time are checked when traced.
+ */
+const binary = (op: string) => <const S extends Shape, const T extends Shape>(a: Tensor<S>, b: Tensor<T> & BroadcastCheck<S, T>): Tensor<BroadcastShape<S, T>> => prim(op, [a, b]);
 export const add = binary('add');
 export const sub = binary('sub');
 export const mul = binary('mul');
@@ -115,13 +122,16 @@ export function cast<const S extends Shape>(x: Tensor<S>, dtype: DType): Tensor<
 
 /** x·σ(x). */
 export function silu<const S extends Shape>(x: Tensor<S>): Tensor<S> {
-  return mul(x, sigmoid(x)) as unknown as Tensor<S>;
+  const v: AnyTensor = x;
+  return mul(v, sigmoid(v)) as unknown as Tensor<S>;
 }
 
 /** GELU, tanh approximation (PyTorch `approximate="tanh"`): ½x(1 + tanh(√(2/π)(x + 0.044715x³))). */
 export function geluTanh<const S extends Shape>(x: Tensor<S>): Tensor<S> {
-  const inner = scale(add(x, scale(mul(x, mul(x, x)), 0.044715)), Math.sqrt(2 / Math.PI));
-  return mul(scale(x, 0.5), shift(tanh(inner), 1)) as unknown as Tensor<S>;
+  // Written on the widened type: checks of a generic S could not be decided here.
+  const v: AnyTensor = x;
+  const inner = scale(add(v, scale(mul(v, mul(v, v)), 0.044715)), Math.sqrt(2 / Math.PI));
+  return mul(scale(v, 0.5), shift(tanh(inner), 1)) as unknown as Tensor<S>;
 }
 
 /** Σ over `axes`. */
@@ -150,17 +160,46 @@ function reshapeTo<S extends Shape>(x: AnyTensor, shape: readonly number[]): Ten
   return prim('reshape', [x], { shape: [...shape] });
 }
 
-/** Reshape; a wrong element count is a compile error when both shapes are small literals. */
-export function reshape<const S extends Shape, const T extends Shape>(
-  x: Tensor<S>,
-  shape: Numel<S> extends Numel<T> ? T : number extends Numel<S> | Numel<T> ? T : ShapeError<`reshape changes the element count: ${Numel<S> & number} vs ${Numel<T> & number}`>,
-): Tensor<T> {
-  return reshapeTo(x, shape as unknown as readonly number[]);
+/**
+ * The concrete target of a reshape: symbols take their sizes from the enclosing named layer's
+ * bindings, and one unknown size (a -1, or a symbol not bound there) is what the element count
+ * leaves for it.
+ */
+function resolveTarget(x: AnyTensor, shape: Shape): number[] {
+  const bound = currentMemo(x.graph)?.bindings ?? {};
+  const dims = shape.map((d) => (isSymDim(d) ? (bound[d.name] ?? null) : d === -1 ? null : d));
+  const open = dims.flatMap((d, i) => (d === null ? [i] : []));
+  const total = x.shape.reduce((a, b) => a * b, 1);
+  const known = dims.reduce<number>((a, d) => a * (d ?? 1), 1);
+  const fail = (why: string): never => {
+    throw new ShapeCheckError(`reshape of [${x.shape.join(', ')}] (${total} elements) to ${formatShape(shape)}: ${why}`);
+  };
+  if (dims.some((d) => d !== null && !(Number.isInteger(d) && d >= 0))) fail('sizes must be non-negative integers, or -1 for the one inferred size');
+  if (open.length > 1) fail(`${open.length} sizes are unknown here (${open.map((i) => formatShape([shape[i]!]).slice(1, -1)).join(', ')}); at most one can be inferred`);
+  if (open.length === 1) {
+    if (known === 0 || total % known !== 0) fail(`the other sizes multiply to ${known}, which does not divide ${total}`);
+    dims[open[0]!] = total / known;
+  }
+  return dims as number[];
 }
 
-type Permute<S extends Shape, P extends readonly number[]> = { -readonly [K in keyof P]: S[P[K] & number] };
-/** Permutes axes: output axis i is input axis perm[i]. */
-export function transpose<const S extends Shape, const P extends readonly number[]>(x: Tensor<S>, perm: P): Tensor<Permute<S, P>> {
+/**
+ * Reshape. Symbols and one -1 are allowed in the target (`reshape(x, [B, 1024])`,
+ * `reshape(x, [-1, 1024])`). The element count is compared in types as symbols plus the
+ * product of literals, so `[B, 16, 64]` → `[B, 1023]` is a compile error at the argument;
+ * the -1 is typed as what it must be (a literal, or the one symbol left over) where that is
+ * exact, else `number`.
+ */
+export function reshape<const S extends Shape, const T extends Shape>(x: Tensor<S>, shape: T & ReshapeCheck<S, T>): Tensor<Reshaped<S, T> extends infer R extends Shape ? R : Shape> {
+  return reshapeTo(x, resolveTarget(x, shape));
+}
+
+/** Permutes axes: output axis i is input axis perm[i]; a perm that is not a permutation of x's axes is a compile error. */
+export function transpose<const S extends Shape, const P extends readonly number[]>(x: Tensor<S>, perm: P & PermCheck<S, P>): Tensor<Permute<S, P>> {
+  const rank = x.shape.length;
+  if (perm.length !== rank || [...perm].sort((a, b) => a - b).some((p, i) => p !== i)) {
+    throw new ShapeCheckError(`transpose: [${perm.join(', ')}] is not a permutation of the ${rank} axes of [${x.shape.join(', ')}]`);
+  }
   return prim('transpose', [x], { perm: [...perm] });
 }
 
@@ -169,18 +208,31 @@ export function broadcastTo<const T extends Shape>(x: AnyTensor, shape: T): Tens
   return prim('broadcast_to', [x], { shape: [...shape] });
 }
 
-type AddDims<X, Y> = [X, Y] extends [infer P extends number, infer Q extends number] ? LenAdd<P, Q> : number;
-type LenAdd<P extends number, Q extends number> = number extends P | Q ? number : [...TupleOf<P>, ...TupleOf<Q>]['length'] & number;
-type TupleOf<N extends number, Acc extends unknown[] = []> = Acc['length'] extends N ? Acc : Acc['length'] extends 10000 ? unknown[] : TupleOf<N, [...Acc, 0]>;
-
 /** Concatenates two tensors along the last axis (all other dims must agree). */
-export function concatLast<const S extends Shape, X extends Dim, Y extends Dim>(a: Tensor<readonly [...S, X]>, b: Tensor<readonly [...S, Y]>): Tensor<readonly [...S, AddDims<X, Y>]> {
+export function concatLast<const S extends Shape, X extends Dim, Y extends Dim>(a: Tensor<readonly [...S, X]>, b: Tensor<readonly [...S, Y]>): Tensor<readonly [...S, Add<X, Y>]> {
   return prim('concat', [a, b], { axis: a.shape.length - 1 });
 }
 
-/** Concatenates along `axis` (all other dims must agree). */
-export function concat(xs: readonly AnyTensor[], axis: number): AnyTensor {
-  return prim('concat', [...xs], { axis });
+type ShapesOf<Xs extends readonly AnyTensor[]> = { [K in keyof Xs]: Xs[K] extends Tensor<infer S> ? S : never };
+type Concatenated<Xs extends readonly AnyTensor[], A extends number> = ShapesOf<Xs> extends readonly [infer F extends Shape, ...Shape[]] ? WithAxis<F, A, SumAxis<ShapesOf<Xs>, A>> : Shape;
+/** Concatenates along `axis` (negative counts from the end); the other dims must agree, which is a compile error where they are known. */
+export function concat<const Xs extends readonly AnyTensor[], const A extends number>(xs: Xs & ConcatCheck<ShapesOf<Xs>, A>, axis: A): Tensor<Concatenated<Xs, A>> {
+  return prim('concat', [...xs], { axis: axis < 0 ? xs[0]!.shape.length + axis : axis });
+}
+
+type Pieces<S extends Shape, A extends number, Sizes extends readonly number[]> = { -readonly [K in keyof Sizes]: Tensor<WithAxis<S, A, Sizes[K]>> };
+/** Splits `axis` into consecutive pieces of the given sizes (torch.split with a list); they must sum to the axis. */
+export function split<const S extends Shape, const Sizes extends readonly number[], const A extends number>(x: Tensor<S>, sizes: Sizes, axis: A): Pieces<S, A, Sizes> {
+  const ax = axis < 0 ? x.shape.length + axis : axis;
+  const total = x.shape[ax];
+  if (total === undefined) throw new ShapeCheckError(`split: axis ${axis} is not an axis of [${x.shape.join(', ')}]`);
+  if (sizes.reduce((a, b) => a + b, 0) !== total) throw new ShapeCheckError(`split: sizes [${sizes.join(', ')}] do not sum to axis ${axis} of [${x.shape.join(', ')}] (${total})`);
+  let at = 0;
+  return sizes.map((n) => {
+    const piece = slice(x, x.shape.map((_, i) => (i === ax ? at : 0)), x.shape.map((d, i) => (i === ax ? n : d)));
+    at += n;
+    return piece;
+  }) as unknown as Pieces<S, A, Sizes>;
 }
 
 /** The box [begin, begin + size) of x. */
@@ -203,11 +255,20 @@ export function chunkLast<const S extends Shape, N extends number, C extends Dim
   return chunk(x, n, x.shape.length - 1) as Tensor<readonly [...S, C]>[];
 }
 
-/** Inserts a size-1 axis. */
-export function expandDims<const S extends Shape>(x: Tensor<S>, axis: number): Tensor<Shape> {
+/** Inserts a size-1 axis at `axis` (-1: after the last). */
+export function expandDims<const S extends Shape, const A extends number>(x: Tensor<S>, axis: A): Tensor<ExpandDims<S, A>> {
   const s = [...x.shape];
-  s.splice(axis < 0 ? s.length + 1 + axis : axis, 0, 1);
+  const at = axis < 0 ? s.length + 1 + axis : axis;
+  if (!(at >= 0 && at <= s.length)) throw new ShapeCheckError(`expandDims: axis ${axis} is out of range for [${x.shape.join(', ')}]`);
+  s.splice(at, 0, 1);
   return reshapeTo(x, s);
+}
+
+/** Removes the size-1 axis `axis` (a compile error when that axis is known not to be 1). */
+export function squeeze<const S extends Shape, const A extends number>(x: Tensor<S>, axis: A & Checked<Squeeze<S, A>>): Tensor<Squeeze<S, A> extends infer R extends Shape ? R : Shape> {
+  const at = axis < 0 ? x.shape.length + axis : axis;
+  if (x.shape[at] !== 1) throw new ShapeCheckError(`squeeze: axis ${axis} of [${x.shape.join(', ')}] is not 1`);
+  return reshapeTo(x, x.shape.filter((_, i) => i !== at));
 }
 
 /** Rows of a table picked by an int32 index tensor: table[idx] with shape [...idx, D]. */

@@ -2,7 +2,8 @@
  * Parameter declarations. A layer says what it needs (path, shape, dtype, initialiser,
  * trainable, persistent); it never creates tfjs variables — compile/ does, from these.
  */
-import type { Shape } from './shape.ts';
+import { checkShape, type Shape } from './shape.ts';
+import { currentMemo } from './memo.ts';
 import { tensorOf, type Tensor } from './tensor.ts';
 import type { GraphBuilder } from '../compile/ir.ts';
 
@@ -57,7 +58,13 @@ export function markTrainOnly(decls: ParamDecls): ParamDecls {
 
 /** Read access to parameters, scoped to a layer's prefix: each read is a named graph input. */
 export interface ParamView {
-  get<S extends Shape>(name: string): Tensor<S>;
+  /**
+   * The parameter, typed by the shape it is expected to have; the declaration is checked
+   * against it when traced (symbols bind in the enclosing named layer's memo).
+   */
+  get<const S extends Shape>(name: string, shape: S): Tensor<S>;
+  /** @deprecated An unchecked claim about the shape: pass the expected shape instead (`get(name, shape)`). */
+  get<S extends Shape = Shape>(name: string): Tensor<S>;
   scope(name: string): ParamView;
 }
 
@@ -68,10 +75,15 @@ export interface ParamView {
  */
 export function paramView(graph: GraphBuilder, decls: ParamDecls, available: (path: string) => boolean = () => true, prefix = ''): ParamView {
   return {
-    get<S extends Shape>(name: string): Tensor<S> {
+    get<S extends Shape>(name: string, shape?: S): Tensor<S> {
       const path = prefix + name;
       const spec = decls[path];
       if (spec === undefined || !available(path)) throw new Error(`parameter ${path} is not available in this graph`);
+      if (shape !== undefined) {
+        const memo = currentMemo(graph);
+        if (memo) memo.check(`parameter ${name}`, spec.shape, shape);
+        else checkShape(`parameter ${path}`, spec.shape, shape);
+      }
       return tensorOf<S>(graph, graph.input(path, 'param', spec.shape, spec.dtype));
     },
     scope(name: string): ParamView {

@@ -31,31 +31,7 @@ export interface ShapeError<Msg extends string> {
   readonly __shapeError: Msg;
 }
 
-type IsLiteral<N> = N extends number ? (number extends N ? false : N extends Sym<string> ? false : true) : false;
-
-type Repeat<T extends unknown[], N extends number, I extends unknown[] = [], Acc extends unknown[] = []> =
-  I['length'] extends N ? Acc : Repeat<T, N, [...I, 0], [...Acc, ...T]>;
-type Digits<N extends number> = `${N}` extends `${infer _}${infer R}` ? (R extends '' ? 1 : R extends `${infer _}${infer R2}` ? (R2 extends '' ? 2 : R2 extends `${infer _}${infer R3}` ? (R3 extends '' ? 3 : 4) : never) : never) : never;
-type Small<A extends number> = IsLiteral<A> extends true ? (Digits<A> extends 1 | 2 | 3 ? true : false) : false;
-/** Element count of a tuple of small literals, or `number` once that is not exact. */
-type ProdTuple<S extends Shape, Acc extends unknown[] = [0]> = S extends readonly [infer H extends number, ...infer R extends Shape]
-  ? Small<H> extends true
-    ? Digits<Acc['length']> extends 4 ? number : Digits<Acc['length']> extends 3 ? (Digits<H> extends 1 ? ProdTuple<R, Repeat<Acc, H>> : number) : ProdTuple<R, Repeat<Acc, H>>
-    : number
-  : Acc['length'];
-
-/**
- * Product of sizes. Exact for literals whose product stays below 10^4 (tuple arithmetic is cheap
- * there); larger or symbolic products widen to `number` and are checked at build time instead.
- */
-export type Mul<A extends number, B extends number> = A extends 1 ? B : B extends 1 ? A : ProdTuple<[A, B]>;
-
-/** Number of elements of a shape (literal when the dims are small literals). */
-export type Numel<S extends Shape> = ProdTuple<S>;
-
-/** Same-rank broadcast (numpy rules restricted to equal rank: each pair equal or one of them 1). */
-export type Broadcast<A extends Shape, B extends Shape> = { -readonly [K in keyof A]: K extends keyof B ? BroadcastDim<A[K], B[K]> : never };
-type BroadcastDim<X, Y> = X extends 1 ? Y : Y extends 1 ? X : [X] extends [Y] ? X : [Y] extends [X] ? Y : IsLiteral<X> extends true ? (IsLiteral<Y> extends true ? ShapeError<`cannot broadcast ${X & number} with ${Y & number}`> : X) : X;
+export type { Broadcast, Div, Mul, Numel } from './size-types.ts';
 
 /** Bindings of symbolic dimension names to sizes for one build. */
 export type Bindings = Readonly<Record<string, number>>;

@@ -2,13 +2,16 @@
  * Notebook 01 — compose a variant in code, print its summary, and see what the compiler says
  * about a wrong shape.   npx tsx examples/01-compose-a-variant.ts
  */
-import { sym } from '../dsl/shape.ts';
+import { noMoreArgs } from './notebook.ts';
+import { ShapeCheckError, sym } from '../dsl/shape.ts';
 import { named, residual, seq } from '../dsl/layer.ts';
 import { linear } from '../layers/linear.ts';
 import { gelu } from '../layers/activations.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import { formatSummary, summary } from '../compile/summary.ts';
+
+noMoreArgs(0, '');
 
 // 1. Variants of the paper's model are configs: a deeper decoder, a higher mask ratio, one more block.
 const base = namedConfig('MDT-S/2');
@@ -30,6 +33,13 @@ const B = sym('B');
 const head = residual(seq(named('fc1', linear([B, 256] as const, 384, 1536)), gelu([B, 256, 1536] as const), named('fc2', linear([B, 256] as const, 1536, 384))));
 console.log('\nA residual MLP block declares:', Object.entries(head.params).map(([k, v]) => `${k} [${v.shape.join(', ')}]`).join(', '));
 
-// 3. A wrong shape is a compile error at the layer that does not fit:
-// @ts-expect-error — "Type '383' is not assignable to type '384'": fc2 returns [B, 256, 384], the next layer takes 383.
-seq(named('fc2', linear([B, 256] as const, 1536, 384)), named('out', linear([B, 256] as const, 383, 10)));
+// 3. A wrong shape is a compile error at the layer that does not fit, and (for code that got
+// past the types with a cast) the same composition is refused when built:
+try {
+  // @ts-expect-error — "Type '383' is not assignable to type '384'": fc2 returns [B, 256, 384], the next layer takes 383.
+  seq(named('fc2', linear([B, 256] as const, 1536, 384)), named('out', linear([B, 256] as const, 383, 10)));
+  throw new Error('seq accepted layers whose shapes do not chain');
+} catch (e) {
+  if (!(e instanceof ShapeCheckError)) throw e;
+  console.log(`\nThe wrong composition, built anyway: ${e.message}`);
+}

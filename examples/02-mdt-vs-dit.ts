@@ -3,6 +3,7 @@
  * of steps; both loss curves in one plot, and each model's samples.
  *   npx tsx examples/02-mdt-vs-dit.ts [STEPS=300] [OUT_DIR=runs/notebooks/02]
  */
+import { noMoreArgs, pathArg, positiveIntArg } from './notebook.ts';
 import { join } from 'node:path';
 import { mkdir, rm } from 'node:fs/promises';
 import { startRuntime } from '../runtime/start.ts';
@@ -11,8 +12,9 @@ import { resizeTo } from '../mdt/data/resize.ts';
 import { trainRun } from '../compile/train-run.ts';
 import { movingAverage, writePlot } from '../mdt/viz/plot.ts';
 
-const steps = Number(process.argv[2] ?? 300);
-const out = process.argv[3] ?? 'runs/notebooks/02';
+const steps = positiveIntArg(0, 'STEPS', 300);
+const out = pathArg(1, 'OUT_DIR', 'runs/notebooks/02');
+noMoreArgs(2, '[STEPS=300] [OUT_DIR=runs/notebooks/02]');
 const info = await startRuntime();
 console.log(`backend: ${info.name}`);
 await mkdir(out, { recursive: true });

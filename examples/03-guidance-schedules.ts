@@ -1,14 +1,16 @@
 /**
  * Notebook 03 — classifier-free guidance weights over the diffusion steps: the official
  * power-cosine form (1 → w), the paper's form, and constant guidance.
- *   npx tsx examples/03-guidance-schedules.ts [OUT_DIR]
+ *   npx tsx examples/03-guidance-schedules.ts [OUT_DIR=runs/notebooks]
  */
+import { noMoreArgs, pathArg } from './notebook.ts';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { guidanceWeight, type GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import { writePlot } from '../mdt/viz/plot.ts';
 
-const out = process.argv[2] ?? 'runs/notebooks';
+const out = pathArg(0, 'OUT_DIR', 'runs/notebooks');
+noMoreArgs(1, '[OUT_DIR=runs/notebooks]');
 await mkdir(out, { recursive: true });
 const T = 1000;
 const t = Array.from({ length: T }, (_, i) => i);

@@ -4,6 +4,9 @@
  * notebook 02 (or any run directory given).
  *   npx tsx examples/04-inpainting.ts [RUN_DIR=runs/notebooks/02/MDT-S_2] [OUT_DIR=runs/notebooks/04]
  */
+import { existsSync } from 'node:fs';
+import { noMoreArgs, pathArg } from './notebook.ts';
+import { UsageError } from '../dsl/errors.ts';
 import * as tf from '@tensorflow/tfjs';
 import { join } from 'node:path';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -17,8 +20,12 @@ import { resizeTo } from '../mdt/data/resize.ts';
 import { inpaint } from '../compile/inpaint.ts';
 import { imageGrid, writePng } from '../mdt/viz/png.ts';
 
-const runDir = process.argv[2] ?? 'runs/notebooks/02/MDT-S_2';
-const out = process.argv[3] ?? 'runs/notebooks/04';
+const runDir = pathArg(0, 'RUN_DIR', 'runs/notebooks/02/MDT-S_2');
+const out = pathArg(1, 'OUT_DIR', 'runs/notebooks/04');
+noMoreArgs(2, '[RUN_DIR=runs/notebooks/02/MDT-S_2] [OUT_DIR=runs/notebooks/04]');
+if (!existsSync(join(runDir, 'run.json'))) {
+  throw new UsageError(`${runDir} is not a training run (no run.json there); train one with examples/02-mdt-vs-dit.ts or \`mdt train\`, or give its folder`);
+}
 await startRuntime();
 await mkdir(out, { recursive: true });
 const config = (JSON.parse(await readFile(join(runDir, 'run.json'), 'utf8')) as { config: ModelConfig }).config;

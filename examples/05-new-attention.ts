@@ -5,6 +5,7 @@
  * Fashion-MNIST 16×16, and the compiled graph it makes.
  *   npx tsx examples/05-new-attention.ts [STEPS=30]
  */
+import { noMoreArgs, positiveIntArg } from './notebook.ts';
 import * as tf from '@tensorflow/tfjs';
 import { startRuntime } from '../runtime/start.ts';
 import { initParams } from '../compile/init.ts';
@@ -29,12 +30,8 @@ import { loadBuiltinDataset } from '../mdt/data/builtin.ts';
 import { resizeTo } from '../mdt/data/resize.ts';
 import { batchAt } from '../mdt/data/batches.ts';
 
-const arg = process.argv[2] ?? '30';
-if (!/^\d+$/.test(arg) || !Number.isSafeInteger(Number(arg)) || Number(arg) < 1) {
-  console.error(`examples/05-new-attention.ts: STEPS must be a positive integer, got "${arg}"`);
-  process.exit(2);
-}
-const steps = Number(arg);
+const steps = positiveIntArg(0, 'STEPS', 30);
+noMoreArgs(1, '[STEPS=30]');
 
 type Tokens = Tensor<readonly [B, L, number]>;
 

@@ -1,5 +1,5 @@
 /** The adaLN-Zero transformer block (DiT), with MDT's relative bias and MDTv2's skip input. */
-import type { Dim, Sym } from '../dsl/shape.ts';
+import type { Dim, Shape, Sym } from '../dsl/shape.ts';
 import { layer, named, type Layer } from '../dsl/layer.ts';
 import { mergeDecls, prefixDecls, type ParamDecls, type ParamView } from '../dsl/param.ts';
 import { add, chunkLast, concatLast, expandDims, layerNorm, linear as linearOp, mul, shift, silu } from '../dsl/ops.ts';
@@ -30,12 +30,14 @@ export function adaLNDecls(dim: number, n: number): ParamDecls {
 
 /** modulate(x, shift, scale) = x·(1 + scale.unsqueeze(1)) + shift.unsqueeze(1). */
 export function modulate<L extends Dim, D extends Dim>(x: Tensor<readonly [B, L, D]>, shiftBy: Tensor<readonly [B, D]>, scaleBy: Tensor<readonly [B, D]>): Tensor<readonly [B, L, D]> {
-  return add(mul(x, shift(expandDims(scaleBy, 1), 1)), expandDims(shiftBy, 1)) as unknown as Tensor<readonly [B, L, D]>;
+  const [h, s, b]: Tensor<Shape>[] = [x, expandDims(shiftBy, 1), expandDims(scaleBy, 1)];
+  return add(mul(h, shift(b, 1)), s) as unknown as Tensor<readonly [B, L, D]>;
 }
 
 /** x + gate.unsqueeze(1)·y: the gated residual of adaLN-Zero. */
 function gated<L extends Dim, D extends Dim>(x: Tensor<readonly [B, L, D]>, gate: Tensor<readonly [B, D]>, y: Tensor<readonly [B, L, D]>): Tensor<readonly [B, L, D]> {
-  return add(x, mul(expandDims(gate, 1), y)) as unknown as Tensor<readonly [B, L, D]>;
+  const [h, g, f]: Tensor<Shape>[] = [x, expandDims(gate, 1), y];
+  return add(h, mul(g, f)) as unknown as Tensor<readonly [B, L, D]>;
 }
 
 export interface BlockOptions {
@@ -66,7 +68,7 @@ export function adaLNBlock<L extends Dim, D extends Dim>(b: B, len: L, dim: D, o
     const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 6, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
     x = gated(x, gateMsa, attn.apply(p, modulate(layerNorm(x, LN_EPS), shiftMsa, scaleMsa), ctx));
     return gated(x, gateMlp, ff.apply(p, modulate(layerNorm(x, LN_EPS), shiftMlp, scaleMlp), undefined));
-  });
+  }, { c: [b, dim] as const, skip: [b, len, dim] as const });
 }
 
 /** DiT FinalLayer: LN → modulate with (shift, scale) (shift first) → Linear(D → p²·Cout), zero-initialised. */
@@ -75,5 +77,5 @@ export function finalLayer<L extends Dim, D extends Dim, O extends Dim>(b: B, le
   return layer([b, len, dim] as const, [b, len, out] as const, mergeDecls(proj.params, adaLNDecls(dim, 2)), (p, x, ctx) => {
     const [shiftBy, scaleBy] = adaLNChunks(p.scope('adaLN_modulation.1'), ctx.c, 2, dim) as [Tensor<readonly [B, D]>, Tensor<readonly [B, D]>];
     return proj.apply(p, modulate(layerNorm(x, LN_EPS), shiftBy, scaleBy), undefined);
-  });
+  }, { c: [b, dim] as const });
 }

@@ -35,7 +35,7 @@ export function attention<L extends Dim, D extends Dim>(b: B, len: L, dim: D, he
     let logits = batchMatmul(scale(q!, hd ** -0.5), k!, true);
     if (grid !== null) logits = add(logits, relPosBias(p.scope('rel_pos_bias'), heads, ctx.biasIndex)) as typeof logits;
     const out = batchMatmul(softmax(logits), v!);
-    const merged = reshape(transpose(out, [0, 2, 1, 3] as const), [n, l, dim] as const);
+    const merged = reshape(transpose(out, [0, 2, 1, 3] as const), [n, l, dim as number] as const);
     return proj.apply(p, merged as unknown as Tensor<readonly [B, L, D]>, undefined);
   });
 }

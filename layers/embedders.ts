@@ -22,7 +22,7 @@ export function patchEmbed<C extends Dim, G extends number, P extends number, D 
     'proj.weight': param([dim, channels, patch, patch], xavier(channels * patch * patch, dim)),
     'proj.bias': param([dim], { kind: 'zeros' }),
   }, (p, x) => {
-    const w = reshape(p.get<readonly [number, number, number, number]>('proj.weight'), [dim, channels * patch * patch] as const) as unknown as Tensor<readonly [D, Mul<C, Mul<P, P>>]>;
+    const w = reshape(p.get<readonly [number, number, number, number]>('proj.weight'), [dim as number, channels * patch * patch] as const) as unknown as Tensor<readonly [D, Mul<C, Mul<P, P>>]>;
     return linearOp(patchify(x, grid, patch), w, p.get<readonly [D]>('proj.bias')) as unknown as Tensor<readonly [B, Mul<G, G>, D]>;
   });
 }

@@ -135,9 +135,30 @@ async function startThreaded(pkg: WasmPackage, factory: Factory, threads: number
  * process: the wasm module cannot be re-instantiated with another pool.
  */
 export async function startWasm(pkg: WasmPackage, threads: number): Promise<Detail> {
-  if (started === null) started = await instantiate(pkg, threads);
+  if (started === null) started = await withoutEmscriptenHandlers(() => instantiate(pkg, threads));
   if (!(await tf.setBackend('wasm'))) throw new Error("tf.setBackend('wasm') returned false after the module was loaded");
   return started;
+}
+
+const PROCESS_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
+
+/**
+ * Emscripten's Node glue registers `uncaughtException` and `unhandledRejection` listeners that
+ * rethrow: node then reports every later uncaught error at that rethrow, whose "source line" is
+ * the whole minified module (~38 KB printed before the message). The listeners it adds while
+ * `start` runs are removed, so errors are reported where they were thrown (or by the program's
+ * own handler, as the CLI and the notebooks install).
+ */
+export async function withoutEmscriptenHandlers<T>(start: () => Promise<T>): Promise<T> {
+  const events: NodeJS.EventEmitter = process;
+  const before = new Map(PROCESS_EVENTS.map((e) => [e, new Set(events.listeners(e))]));
+  try {
+    return await start();
+  } finally {
+    for (const e of PROCESS_EVENTS) {
+      for (const l of events.listeners(e)) if (!before.get(e)!.has(l)) events.removeListener(e, l as (...args: unknown[]) => void);
+    }
+  }
 }
 
 /** What the first startWasm() call produced, or null before it. */

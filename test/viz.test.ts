@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { PNG } from 'pngjs';
 import { encodePng, imageGrid, toUint8, writePng } from '../mdt/viz/png.ts';
-import { PALETTE, movingAverage, renderPlot, writePlot } from '../mdt/viz/plot.ts';
+import { PALETTE, axisTicks, movingAverage, renderPlot, writePlot } from '../mdt/viz/plot.ts';
 import type { Raster } from '../mdt/viz/png.ts';
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
@@ -148,4 +148,15 @@ test('renderPlot: log scale, smoothing, constant and non-finite data, size and i
   assert.throws(() => renderPlot([{ name: 'a', y: [1, 2], x: [1] }]), /series "a" has 2 y values but 1 x values/);
   assert.throws(() => renderPlot([{ name: 'a', y: [1] }], { width: 100 }), /at least 160×120, got 100×500/);
   assert.throws(() => renderPlot([{ name: 'a', y: [1] }], { smooth: 0.5 }), /smooth to be an integer window ≥ 1, got 0\.5/);
+});
+
+test('axis ticks never print two labels alike (log and linear, narrow and wide ranges)', () => {
+  // A loss curve between 0.95 and 1.1 on a log axis once printed "1.0" twice.
+  const narrow = axisTicks(Math.log10(0.95), Math.log10(1.1), true);
+  assert.deepEqual(narrow.labels, ['0.95', '1.00', '1.05', '1.10']);
+  fc.assert(fc.property(fc.double({ min: -6, max: 6, noNaN: true }), fc.double({ min: 1e-4, max: 8, noNaN: true }), fc.boolean(), (lo, width, log) => {
+    const { values, labels } = axisTicks(lo, lo + width, log);
+    assert.equal(labels.length, values.length);
+    assert.equal(new Set(labels).size, labels.length, `labels ${labels.join(' ')}`);
+  }));
 });

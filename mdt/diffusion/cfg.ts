@@ -52,6 +52,6 @@ export function withGuidance(model: Denoiser, opts: GuidanceOptions): Denoiser {
     const table = constant(t, weights, [T + 1, 1] as const);
     const wt = reshape(gatherRows(table, slice(t, [0], [b])), [b, 1, 1, 1] as const);
     const g = add(uncond, mul(wt, sub(cond, uncond)));
-    return concat([concat([g, g], 0), rest], 1) as Maps;
+    return concat([concat([g, g], 0), rest], 1) as unknown as Maps;
   };
 }

@@ -148,11 +148,11 @@ function linearTicks(lo: number, hi: number, target: number): { ticks: number[];
 }
 
 /** Ticks for a log axis over [10^lo, 10^hi]: whole decades over a wide range, else 1-2-5 steps. */
-function logTicks(lo: number, hi: number): number[] {
+function logTicks(lo: number, hi: number): { ticks: number[]; step?: number } {
   const decades: number[] = [];
   const every = Math.max(1, Math.ceil((Math.floor(hi) - Math.ceil(lo) + 1) / 8));
   for (let k = Math.ceil(lo); k <= Math.floor(hi); k += every) decades.push(10 ** k);
-  if (decades.length >= 4) return decades;
+  if (decades.length >= 4) return { ticks: decades };
   const within: number[] = [];
   for (let k = Math.floor(lo); k <= Math.ceil(hi); k++) {
     for (const m of [1, 2, 5]) {
@@ -160,7 +160,25 @@ function logTicks(lo: number, hi: number): number[] {
       if (Math.log10(v) >= lo - 1e-9 && Math.log10(v) <= hi + 1e-9) within.push(v);
     }
   }
-  return within.length >= 2 ? within : linearTicks(10 ** lo, 10 ** hi, 4).ticks.filter((v) => v > 0);
+  if (within.length >= 2) return { ticks: within };
+  // A narrow range: evenly spaced values, labelled to the precision of their spacing.
+  const linear = linearTicks(10 ** lo, 10 ** hi, 4);
+  return { ticks: linear.ticks.filter((v) => v > 0), step: linear.step };
+}
+
+/**
+ * Tick values over [lo, hi] (in axis space: log10 of the values on a log axis) and their
+ * labels, which are always distinct: a precision that would print two ticks alike is raised.
+ */
+export function axisTicks(lo: number, hi: number, log: boolean, target = 6): { values: number[]; labels: string[] } {
+  const { ticks, step } = log ? logTicks(lo, hi) : linearTicks(lo, hi, target);
+  let ref = step;
+  let labels = ticks.map((v) => formatTick(v, ref));
+  for (let extra = 0; new Set(labels).size < labels.length && extra < 10; extra++) {
+    ref = (ref ?? Math.min(...ticks.map(Math.abs).filter((a) => a > 0))) / 10;
+    labels = ticks.map((v) => formatTick(v, ref));
+  }
+  return { values: ticks, labels };
 }
 
 function formatTick(v: number, step?: number): string {
@@ -223,13 +241,12 @@ export function renderPlot(series: readonly Series[], options: PlotOptions = {})
   y0 -= yPad;
   y1 += yPad;
 
-  const xt = linearTicks(x0, x1, 6);
-  const yt = logY ? { ticks: logTicks(y0, y1), step: undefined } : linearTicks(y0, y1, 6);
-  const yLabels = yt.ticks.map((v) => formatTick(v, yt.step));
+  const xt = axisTicks(x0, x1, false);
+  const yt = axisTicks(y0, y1, logY);
 
   const titleH = options.title ? 2 * GLYPH_HEIGHT + 12 : 0;
   const top = 10 + titleH + (options.yLabel ? GLYPH_HEIGHT + 8 : 0);
-  const left = 14 + Math.max(...yLabels.map((s) => textWidth(s)), 0) + 6;
+  const left = 14 + Math.max(...yt.labels.map((s) => textWidth(s)), 0) + 6;
   const bottom = height - (10 + GLYPH_HEIGHT + 8 + (options.xLabel ? GLYPH_HEIGHT + 8 : 0));
   const right = width - 20;
   if (right - left < 40 || bottom - top < 40) throw new Error(`renderPlot: ${width}×${height} leaves no room for the plot area`);
@@ -238,18 +255,18 @@ export function renderPlot(series: readonly Series[], options: PlotOptions = {})
 
   const img = new Canvas(width, height);
   const clip = [left, top, right, bottom];
-  xt.ticks.forEach((v) => {
+  xt.values.forEach((v, k) => {
     const x = Math.round(px(v));
     img.fill(x, top, 1, bottom - top, GRID);
     img.fill(x, bottom, 1, 5, FRAME);
-    const label = formatTick(v, xt.step);
+    const label = xt.labels[k]!;
     img.text(label, Math.round(x - textWidth(label) / 2), bottom + 8, INK);
   });
-  yt.ticks.forEach((v, k) => {
+  yt.values.forEach((v, k) => {
     const y = Math.round(py(logY ? Math.log10(v) : v));
     img.fill(left, y, right - left, 1, GRID);
     img.fill(left - 5, y, 5, 1, FRAME);
-    img.text(yLabels[k], left - 8 - textWidth(yLabels[k]), y - 3, INK);
+    img.text(yt.labels[k]!, left - 8 - textWidth(yt.labels[k]!), y - 3, INK);
   });
   img.fill(left, top, right - left + 1, 1, FRAME);
   img.fill(left, bottom, right - left + 1, 1, FRAME);
