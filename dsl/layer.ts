@@ -94,9 +94,12 @@ export function named<In extends Shape, Out extends Shape, Ctx>(name: string, l:
   };
 }
 
-/** Layers `name.0 … name.{n-1}`, for stacks whose members are called one by one (skips, stages). */
-export function stack<In extends Shape, Out extends Shape, Ctx>(name: string, n: number, make: (i: number) => Layer<In, Out, Ctx>): Layer<In, Out, Ctx>[] {
-  return Array.from({ length: n }, (_, i) => named(`${name}.${i}`, make(i)));
+/** Layers `name.0 … name.{n-1}`, for stacks whose members are called one by one (skips, stages); extra fields of the made layers are kept. */
+export function stack<In extends Shape, Out extends Shape, Ctx, X extends object = object>(name: string, n: number, make: (i: number) => Layer<In, Out, Ctx> & X): (Layer<In, Out, Ctx> & X)[] {
+  return Array.from({ length: n }, (_, i) => {
+    const l = make(i);
+    return { ...l, ...named(`${name}.${i}`, l) };
+  });
 }
 
 /** `n` copies of a shape-preserving block under `name.0 … name.{n-1}`; type cost is constant in n. */

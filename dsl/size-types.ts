@@ -55,9 +55,9 @@ export type Mul<A extends number, B extends number> =
  * `number` for run-time sizes.
  */
 export type Div<A extends number, B extends number> =
-  B extends 1 ? A : [A] extends [B] ? ([B] extends [A] ? 1 : number)
-    : [Natural<A>, Natural<B>] extends [true, true]
-      ? B extends 0 ? ShapeError<`division of ${A} by 0`> : DigitCount<`${B}`> extends 1 | 2 | 3 ? LongDiv<`${A}`, TupleOf<B>, A, B> : number
+  B extends 1 ? A : [Natural<A>, Natural<B>] extends [true, true]
+    ? [A] extends [B] ? 1
+      : B extends 0 ? ShapeError<`division of ${A} by 0`> : DigitCount<`${B}`> extends 1 | 2 | 3 ? LongDiv<`${A}`, TupleOf<B>, A, B> : number
       : number;
 type LongDiv<Ds extends string, Bt extends unknown[], A extends number, B extends number, R extends unknown[] = [], Q extends string = ''> =
   Ds extends `${infer D extends keyof DigitTuples}${infer Rest}`

@@ -1,5 +1,6 @@
 /** Multi-head self-attention (timm's Attention) with MDT's optional relative position bias. */
 import type { Dim, Sym } from '../dsl/shape.ts';
+import type { Checked, Div, Mul } from '../dsl/size-types.ts';
 import { layer, named, type Layer } from '../dsl/layer.ts';
 import { param, type ParamDecls } from '../dsl/param.ts';
 import { add, batchMatmul, chunk, reshape, scale, softmax, transpose } from '../dsl/ops.ts';
@@ -23,10 +24,11 @@ export interface AttnCtx {
  * rank-5 transpose; softmax(q·hd^−½·kᵀ + bias)·v; heads merged back to (B, L, D); proj. With
  * `grid` set, the bias comes from `rel_pos_bias` (layers/relpos.ts).
  */
-export function attention<L extends Dim, D extends Dim>(b: B, len: L, dim: D, heads: number, grid: number | null): Layer<readonly [B, L, D], readonly [B, L, D], AttnCtx> {
+export function attention<L extends Dim, D extends Dim, H extends number>(b: B, len: L, dim: D, headCount: H & Checked<Div<D, H>>, grid: number | null): Layer<readonly [B, L, D], readonly [B, L, D], AttnCtx> {
+  const heads: number = headCount;
   const hd = dim / heads;
   if (!Number.isInteger(hd)) throw new Error(`attention: width ${dim} is not divisible by ${heads} heads`);
-  const qkv = named('qkv', linear([b, len] as const, dim, (3 * dim) as Dim, xavier(dim, 3 * dim)));
+  const qkv = named('qkv', linear([b, len] as const, dim, (3 * dim) as Mul<3, D>, xavier(dim, 3 * dim)));
   const proj = named('proj', linear([b, len] as const, dim, dim));
   const params: ParamDecls = { ...qkv.params, ...proj.params, ...(grid === null ? {} : relPosDecls(grid, heads)) };
   return layer([b, len, dim] as const, [b, len, dim] as const, params, (p, x, ctx) => {

@@ -1,4 +1,5 @@
 /** Model configurations: the official named sizes and any custom size. */
+import type { Checked, Div, Mul } from '../dsl/size-types.ts';
 
 export type Variant = 'dit' | 'mdt-v1' | 'mdt-v2';
 
@@ -32,10 +33,47 @@ const PREFIX: Record<string, Variant> = { DiT: 'dit', MDT: 'mdt-v1', MDTv2: 'mdt
 
 export const MODEL_NAMES: readonly string[] = Object.keys(PREFIX).flatMap((v) => Object.keys(SIZES).flatMap((s) => [2, 4, 8].filter((p) => v !== 'MDTv2' || p === 2).map((p) => `${v}-${s}/${p}`)));
 
+type Size = keyof typeof SIZES;
+type VariantOf<P extends string> = P extends 'DiT' ? 'dit' : P extends 'MDT' ? 'mdt-v1' : 'mdt-v2';
+/**
+ * The config a name stands for, with its sizes as type-level constants (`MDT-S/2`: hiddenSize
+ * 384, numHeads 6, patchSize 2, inputSize 32, …); any other string is a plain ModelConfig.
+ */
+export type NamedConfig<N extends string> = N extends `${infer P extends 'DiT' | 'MDT' | 'MDTv2'}-${infer S extends Size}/${infer Pt extends 2 | 4 | 8}`
+  ? ModelConfig & {
+    readonly variant: VariantOf<P>;
+    readonly inputSize: 32;
+    readonly inChannels: 4;
+    readonly patchSize: Pt;
+    readonly depth: (typeof SIZES)[S]['depth'];
+    readonly hiddenSize: (typeof SIZES)[S]['hiddenSize'];
+    readonly numHeads: (typeof SIZES)[S]['numHeads'];
+    readonly mlpRatio: 4;
+    readonly learnSigma: true;
+  }
+  : ModelConfig;
+/** C with the fields of O (given ones replace C's; optional ones may keep C's). */
+export type WithOverrides<C extends ModelConfig, O extends Partial<ModelConfig>> = {
+  readonly [K in keyof ModelConfig]: K extends keyof O ? Exclude<O[K], undefined> | (undefined extends O[K] ? C[K] : never) : C[K];
+};
+
+/** The sizes a config fixes, exact in types for literal configs (see dsl/size-types.ts for the bound). */
+export type GridOf<C extends ModelConfig> = Div<C['inputSize'], C['patchSize']> extends infer G extends number ? G : number;
+export type TokensOf<C extends ModelConfig> = Mul<GridOf<C>, GridOf<C>>;
+export type OutChannelsOf<C extends ModelConfig> = C['learnSigma'] extends true ? Mul<2, C['inChannels']> : C['learnSigma'] extends false ? C['inChannels'] : number;
+/**
+ * `unknown` for a config whose literal sizes fit together, else the error — intersected into a
+ * builder's parameter (`mdtV1(c: C & ConfigCheck<C>)`), a width that the head count does not
+ * divide or an input the patch does not tile is a compile error at the argument.
+ */
+export type ConfigCheck<C extends ModelConfig> = Checked<Div<C['hiddenSize'], C['numHeads']>> & Checked<Div<C['inputSize'], C['patchSize']>>;
+
 /**
  * `DiT-S/2`, `MDT-XL/2`, `MDTv2-B/2`, … with the official defaults (input 32, 4 channels,
  * 1000 classes, learned sigma, dropout 0.1; v1 dl=2 r=0.3; v2 dl=6 for S/2 (README), else 4).
+ * A literal name (and literal overrides) gives a config typed with its sizes.
  */
+export function namedConfig<const N extends string, const O extends Partial<ModelConfig> = {}>(name: N, overrides?: O): WithOverrides<NamedConfig<N>, O>;
 export function namedConfig(name: string, overrides: Partial<ModelConfig> = {}): ModelConfig {
   const m = /^(DiT|MDT|MDTv2)-(S|B|L|XL)\/(2|4|8)$/.exec(name);
   if (!m || !MODEL_NAMES.includes(name)) throw new Error(`unknown model "${name}"; expected one of ${MODEL_NAMES.join(', ')}`);

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkShape, bindShape, sym, ShapeCheckError } from '../dsl/shape.ts';
-import { unsafeCast } from '../dsl/tensor.ts';
+import { checkShape, bindShape, sym, ShapeCheckError, type Shape } from '../dsl/shape.ts';
+import { unsafeCast, type Tensor } from '../dsl/tensor.ts';
 import { dataInput, expandDims, reshape, split, squeeze, transpose } from '../dsl/ops.ts';
 import { GraphBuilder } from '../compile/ir.ts';
 import { layer, named, residual, seq } from '../dsl/layer.ts';
@@ -46,7 +46,7 @@ test('configs that types cannot check fail at build time with every reason', () 
 test('reshape takes symbols (from the layer bindings, or inferred) and one -1', () => {
   const g = new GraphBuilder();
   const B = sym('B');
-  const x = dataInput(g, 'x', [2, 16, 64]);
+  const x: Tensor<Shape> = dataInput(g, 'x', [2, 16, 64]);
   assert.deepEqual(reshape(x, [B, 1024]).shape, [2, 1024]);
   assert.deepEqual(reshape(x, [-1, 1024]).shape, [2, 1024]);
   assert.deepEqual(reshape(x, [2, -1, 8]).shape, [2, 128, 8]);
