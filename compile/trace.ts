@@ -7,6 +7,7 @@ import type * as tf from '@tensorflow/tfjs';
 import type { Shape } from '../dsl/shape.ts';
 import { tensorOf, type Tensor } from '../dsl/tensor.ts';
 import { paramView, type ParamDecls, type ParamView } from '../dsl/param.ts';
+import { checkRead } from '../dsl/memo.ts';
 import { GraphBuilder, type DType, type Graph, type InputKind } from './ir.ts';
 import { lower, type Executable } from './execute.ts';
 import { optimize } from './pipeline.ts';
@@ -20,8 +21,10 @@ export interface InputSpec {
 /** What a traced program sees: its data inputs by name, and parameters through a ParamView. */
 export interface TraceIO {
   readonly graph: GraphBuilder;
-  /** The data input `name` (its shape and dtype come from the specs). */
-  data<S extends Shape>(name: string): Tensor<S>;
+  /** The data input `name`, typed by the shape it is expected to have (checked against the specs when traced; symbols bind). */
+  data<const S extends Shape>(name: string, shape: S): Tensor<S>;
+  /** @deprecated An unchecked claim about the shape: pass the expected shape instead (`data(name, shape)`). */
+  data<S extends Shape = Shape>(name: string): Tensor<S>;
   /** Parameters declared by `decls`, each a named input when first read. */
   params(decls: ParamDecls, available?: (path: string) => boolean): ParamView;
 }
@@ -33,9 +36,10 @@ export function trace(fn: Program, specs: Readonly<Record<string, InputSpec>>): 
   const graph = new GraphBuilder();
   const io: TraceIO = {
     graph,
-    data<S extends Shape>(name: string): Tensor<S> {
+    data<S extends Shape>(name: string, shape?: S): Tensor<S> {
       const s = specs[name];
       if (s === undefined) throw new Error(`trace: no input named '${name}' (given: ${Object.keys(specs).join(', ') || 'none'})`);
+      if (shape !== undefined) checkRead(graph, `input ${name}`, s.shape, shape);
       return tensorOf<S>(graph, graph.input(name, s.kind ?? 'data', s.shape, s.dtype));
     },
     params: (decls, available) => paramView(graph, decls, available),

@@ -6,7 +6,7 @@
  * compiled graph is reused for every call with those shapes), so the checks cost a few
  * comparisons per layer per compilation and nothing per step.
  */
-import { formatShape, isSymDim, ShapeCheckError, type Bindings, type Shape } from './shape.ts';
+import { checkShape, formatShape, isSymDim, ShapeCheckError, type Bindings, type Shape } from './shape.ts';
 
 export class ShapeMemo {
   private readonly bound = new Map<string, { size: number; where: string }>();
@@ -52,6 +52,13 @@ export function withMemo<T>(graph: object, name: string, f: (memo: ShapeMemo) =>
   } finally {
     stack.pop();
   }
+}
+
+/** Checks a value read as `declared` (a parameter, a data input) in the innermost layer's memo, or on its own outside any layer. */
+export function checkRead(graph: object, what: string, actual: readonly number[], declared: Shape): void {
+  const memo = currentMemo(graph);
+  if (memo) memo.check(what, actual, declared);
+  else checkShape(what, actual, declared);
 }
 
 /** The memo of the innermost named layer being traced on `graph`, if any. */

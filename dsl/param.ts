@@ -2,8 +2,8 @@
  * Parameter declarations. A layer says what it needs (path, shape, dtype, initialiser,
  * trainable, persistent); it never creates tfjs variables — compile/ does, from these.
  */
-import { checkShape, type Shape } from './shape.ts';
-import { currentMemo } from './memo.ts';
+import type { Shape } from './shape.ts';
+import { checkRead } from './memo.ts';
 import { tensorOf, type Tensor } from './tensor.ts';
 import type { GraphBuilder } from '../compile/ir.ts';
 
@@ -79,11 +79,7 @@ export function paramView(graph: GraphBuilder, decls: ParamDecls, available: (pa
       const path = prefix + name;
       const spec = decls[path];
       if (spec === undefined || !available(path)) throw new Error(`parameter ${path} is not available in this graph`);
-      if (shape !== undefined) {
-        const memo = currentMemo(graph);
-        if (memo) memo.check(`parameter ${name}`, spec.shape, shape);
-        else checkShape(`parameter ${path}`, spec.shape, shape);
-      }
+      if (shape !== undefined) checkRead(graph, `parameter ${path}`, spec.shape, shape);
       return tensorOf<S>(graph, graph.input(path, 'param', spec.shape, spec.dtype));
     },
     scope(name: string): ParamView {

@@ -2,6 +2,7 @@
 // each tensor with positioned reads, so files larger than a Node Buffer (2 GiB) work.
 import { open, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import { match } from 'ts-pattern';
 import { withAtomicFile, writeAllAt } from './atomic-write.ts';
 
 export type StDtype = 'F32' | 'F64' | 'I64' | 'I32' | 'F16' | 'BF16';
@@ -114,14 +115,13 @@ export function widenHalf(bits: Uint16Array, dtype: 'F16' | 'BF16'): Float32Arra
 
 /** Allocates the array a tensor of `dtype` is stored in on disk (half types as raw 16-bit words). */
 export function allocStored(dtype: StDtype, numel: number): StData | Uint16Array {
-  switch (dtype) {
-    case 'F32': return new Float32Array(numel);
-    case 'F64': return new Float64Array(numel);
-    case 'I64': return new BigInt64Array(numel);
-    case 'I32': return new Int32Array(numel);
-    case 'F16':
-    case 'BF16': return new Uint16Array(numel);
-  }
+  return match(dtype)
+    .with('F32', () => new Float32Array(numel))
+    .with('F64', () => new Float64Array(numel))
+    .with('I64', () => new BigInt64Array(numel))
+    .with('I32', () => new Int32Array(numel))
+    .with('F16', 'BF16', () => new Uint16Array(numel))
+    .exhaustive();
 }
 
 /** Turns the on-disk array into what StTensor holds (widening half types). */
@@ -300,12 +300,12 @@ export async function readSafetensors(path: string): Promise<Map<string, StTenso
 }
 
 function dataMatches(dtype: StWritableDtype, data: StData): boolean {
-  switch (dtype) {
-    case 'F32': return data instanceof Float32Array;
-    case 'F64': return data instanceof Float64Array;
-    case 'I64': return data instanceof BigInt64Array;
-    case 'I32': return data instanceof Int32Array;
-  }
+  return match(dtype)
+    .with('F32', () => data instanceof Float32Array)
+    .with('F64', () => data instanceof Float64Array)
+    .with('I64', () => data instanceof BigInt64Array)
+    .with('I32', () => data instanceof Int32Array)
+    .exhaustive();
 }
 
 /**

@@ -21,7 +21,7 @@ export interface BlockCtx<D extends Dim = Dim> extends AttnCtx {
 
 /** SiLU(c) → Linear(D → n·D), zero-initialised (adaLN-Zero), split into n chunks in declaration order. */
 export function adaLNChunks<D extends Dim>(p: ParamView, c: Tensor<readonly [B, D]>, n: number, dim: D): Tensor<readonly [B, D]>[] {
-  const mod = linearOp(silu(c), p.get<readonly [number, D]>('weight'), p.get<readonly [number]>('bias'));
+  const mod = linearOp(silu(c), p.get('weight', [n * dim, dim] as const), p.get('bias', [n * dim] as const));
   return chunkLast(mod, n, dim);
 }
 

@@ -1,5 +1,5 @@
 /** DiT's input embedders: patch, timestep, label. */
-import type { Dim, Mul, Sym } from '../dsl/shape.ts';
+import type { Dim, Mul, Shape, Sym } from '../dsl/shape.ts';
 import { named, seq, layer, type Layer } from '../dsl/layer.ts';
 import { param } from '../dsl/param.ts';
 import { cast, concatLast, constant, cos, gatherRows, linear as linearOp, mul, patchify, reshape, sin } from '../dsl/ops.ts';
@@ -22,8 +22,9 @@ export function patchEmbed<C extends Dim, G extends number, P extends number, D 
     'proj.weight': param([dim, channels, patch, patch], xavier(channels * patch * patch, dim)),
     'proj.bias': param([dim], { kind: 'zeros' }),
   }, (p, x) => {
-    const w = reshape(p.get<readonly [number, number, number, number]>('proj.weight'), [dim as number, channels * patch * patch] as const) as unknown as Tensor<readonly [D, Mul<C, Mul<P, P>>]>;
-    return linearOp(patchify(x, grid, patch), w, p.get<readonly [D]>('proj.bias')) as unknown as Tensor<readonly [B, Mul<G, G>, D]>;
+    const conv: Tensor<Shape> = p.get('proj.weight', [dim, channels, patch, patch] as const);
+    const w = reshape(conv, [dim, channels * patch * patch]) as unknown as Tensor<readonly [D, Mul<C, Mul<P, P>>]>;
+    return linearOp(patchify(x, grid, patch), w, p.get('proj.bias', [dim] as const)) as unknown as Tensor<readonly [B, Mul<G, G>, D]>;
   });
 }
 
@@ -50,7 +51,7 @@ export function timestepFeatures(t: Tensor<readonly [B]>): Tensor<readonly [B, t
 export function labelEmbedder<D extends Dim>(b: B, numClasses: number, dim: D): Layer<readonly [B], readonly [B, D], void> & { readonly nullLabel: number } {
   const l = layer([b] as const, [b, dim] as const, {
     'embedding_table.weight': param([numClasses + 1, dim], normal(0.02)),
-  }, (p, y) => gatherRows(p.get<readonly [number, D]>('embedding_table.weight'), y) as unknown as Tensor<readonly [B, D]>);
+  }, (p, y) => gatherRows(p.get('embedding_table.weight', [numClasses + 1, dim] as const), y) as unknown as Tensor<readonly [B, D]>);
   return { ...l, nullLabel: numClasses };
 }
 

@@ -18,5 +18,5 @@ export function linear<const S extends Shape, I extends Dim, O extends Dim>(
   return layer([...lead, inF] as const, [...lead, outF] as const, {
     weight: param([outF, inF], weightInit),
     bias: param([outF], zeros),
-  }, (p, x) => linearOp(x, p.get<readonly [O, I]>('weight'), p.get<readonly [O]>('bias')) as Tensor<readonly [...S, O]>);
+  }, (p, x) => linearOp(x, p.get('weight', [outF, inF] as const), p.get('bias', [outF] as const)) as Tensor<readonly [...S, O]>);
 }

@@ -60,7 +60,7 @@ export function trunk(c: ModelConfig) {
     embed(p: ParamView, x: Images, trace?: ForwardOptions['trace']): Tensor<readonly [B, L, number]> {
       const tokens = patch.apply(p, x as never, undefined);
       trace?.('x_embedder_out', tokens);
-      return add(tokens, p.get<readonly [1, number, number]>('pos_embed')) as unknown as Tensor<readonly [B, L, number]>;
+      return add(tokens, p.get('pos_embed', [1, n, d] as const)) as unknown as Tensor<readonly [B, L, number]>;
     },
     /** c = t_embedder(t) + y_embedder(y), (B, D). */
     condition(p: ParamView, t: Steps, y: Labels, trace?: ForwardOptions['trace']): Tensor<readonly [B, number]> {

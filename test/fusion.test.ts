@@ -118,8 +118,7 @@ const NEGATIVE: ReadonlyArray<Pattern & { readonly why: string }> = [
     why: 'the matmul has a second reader',
     specs: { x: f32(6, 5), w: f32(4, 5), b: f32(4) },
     body: (io) => {
-      // (Typed as Shape: dsl/shape.ts's Broadcast type pairs axes from the left, so (6, 4) + (4) does not type.)
-      const mm: T = batchMatmul(io.data<readonly [6, 5]>('x'), io.data<readonly [4, 5]>('w'), true);
+      const mm = batchMatmul(io.data<readonly [6, 5]>('x'), io.data<readonly [4, 5]>('w'), true);
       return add(add(mm, io.data<readonly [4]>('b')), tanh(mm));
     },
     applied: {},

@@ -4,6 +4,7 @@ import { checkShape, bindShape, sym, ShapeCheckError, type Shape } from '../dsl/
 import { unsafeCast, type Tensor } from '../dsl/tensor.ts';
 import { dataInput, expandDims, reshape, split, squeeze, transpose } from '../dsl/ops.ts';
 import { GraphBuilder } from '../compile/ir.ts';
+import { trace } from '../compile/trace.ts';
 import { layer, named, residual, seq } from '../dsl/layer.ts';
 import { paramView } from '../dsl/param.ts';
 import { linear } from '../layers/linear.ts';
@@ -90,4 +91,7 @@ test('residual refuses a layer that changes the shape; ParamView.get checks the 
   const p = paramView(g, widen.params);
   assert.deepEqual(p.get('weight', [64, 64] as const).shape, [64, 64]);
   assert.throws(() => p.get('weight', [64, 63] as const), /parameter weight: expected shape \[64, 63\], got \[64, 64\]/);
+  const io = { x: { shape: [2, 3], dtype: 'float32' as const } };
+  assert.deepEqual(trace((t) => ({ y: t.data('x', [B, 3] as const) }), io).outputs.length, 1);
+  assert.throws(() => trace((t) => ({ y: t.data('x', [B, 4] as const) }), io), /input x: expected shape \[B, 4\], got \[2, 3\]/);
 });

@@ -1,6 +1,8 @@
 // Classifier-free guidance weight w_t as a function of the ORIGINAL diffusion step t
 // (T at pure noise, 0 at the end of sampling). The guided eps is e_u + w_t·(e_c − e_u).
 
+import { match } from 'ts-pattern';
+
 export interface PowerCosineOptions {
   /** The guidance scale w (cfg_scale). */
   scale: number;
@@ -58,12 +60,9 @@ export function constantWeight({ scale }: { scale: number }): number {
 }
 
 export function guidanceWeight(schedule: GuidanceSchedule, t: number, T: number): number {
-  switch (schedule.kind) {
-    case 'power-cosine':
-      return powerCosineWeight(t, { scale: schedule.scale, power: schedule.power, T });
-    case 'paper':
-      return paperWeight(t, { scale: schedule.scale, power: schedule.power, T });
-    case 'constant':
-      return constantWeight(schedule);
-  }
+  return match(schedule)
+    .with({ kind: 'power-cosine' }, (s) => powerCosineWeight(t, { scale: s.scale, power: s.power, T }))
+    .with({ kind: 'paper' }, (s) => paperWeight(t, { scale: s.scale, power: s.power, T }))
+    .with({ kind: 'constant' }, (s) => constantWeight(s))
+    .exhaustive();
 }
