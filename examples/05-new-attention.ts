@@ -55,10 +55,10 @@ function alibiAttention(dim: number, heads: number, grid: number): Layer<readonl
     const [b, l] = x.shape as unknown as [number, number];
     const parts = transpose(reshape(qkv.apply(p, x, undefined), [b, l, 3, heads, hd] as const), [2, 0, 3, 1, 4] as const);
     const [q, k, v] = [0, 1, 2].map((i) => reshape(slice(parts, [i, 0, 0, 0, 0], [1, b, heads, l, hd]), [b, heads, l, hd] as const));
-    const idx = ctx.biasIndex ?? reshape(p.get<readonly [number, number]>('alibi.relative_position_index'), [1, n, n] as const);
+    const idx = ctx.biasIndex ?? reshape(p.get('alibi.relative_position_index', [n, n] as const), [1, n, n] as const);
     const r = idx.shape[0] as number;
     const dist = gatherRows(constant(x, distance, [distance.length, 1] as const), reshape(idx, [r * l * l] as const)); // (R·L·L, 1)
-    const bias = transpose(reshape(mul(dist, neg(exp(p.get<readonly [1, number]>('alibi.log_slope')))), [r, l, l, heads] as const), [0, 3, 1, 2] as const);
+    const bias = transpose(reshape(mul(dist, neg(exp(p.get('alibi.log_slope', [1, heads] as const)))), [r, l, l, heads] as const), [0, 3, 1, 2] as const);
     const attn = softmax(add(batchMatmul(scale(q!, hd ** -0.5), k!, true), bias));
     return proj.apply(p, reshape(transpose(batchMatmul(attn, v!), [0, 2, 1, 3] as const), [b, l, dim] as const) as unknown as Tokens, undefined);
   });

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { withoutEmscriptenHandlers } from '../runtime/backend-wasm.ts';
 
 function notebook(file: string, ...args: string[]): { code: number | null; out: string; err: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', join('examples', file), ...args], {
@@ -73,4 +74,16 @@ test('notebooks run end to end with tiny arguments', async (t) => {
     writeFileSync(join(run, 'run.json'), '{ not json');
     assertOneLineError(notebook('04-inpainting.ts', run, join(dir, '04b')), 1, /JSON/, '04-inpainting.ts');
   });
+});
+
+test("the wasm module's rethrowing process handlers do not outlive its start", async () => {
+  const before = [process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection')];
+  const value = await withoutEmscriptenHandlers(async () => {
+    // What Emscripten's Node glue does while the module loads.
+    process.on('uncaughtException', (e) => { throw e; });
+    process.on('unhandledRejection', (r) => { throw r; });
+    return 7;
+  });
+  assert.equal(value, 7);
+  assert.deepEqual([process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection')], before);
 });
