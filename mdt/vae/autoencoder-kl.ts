@@ -102,7 +102,10 @@ function encoderStages(c: VaeConfig): Stage[] {
 /** Upsample2D: nearest ×2, then a 3×3 conv. */
 function upsampler(channels: number): Stage {
   const cv = named('conv', conv(channels, channels, 3));
-  return layer(cv.inShape, cv.outShape, cv.params, (p, x) => cv.apply(p, upsampleNearest2x(x, 'NHWC'), undefined));
+  // Twice the input's side: new symbols, so the per-call check does not bind them to H and W.
+  const [b, , , c] = cv.outShape;
+  const outShape = [b, sym('Ho'), sym('Wo'), c] as Maps;
+  return layer(cv.inShape, outShape, cv.params, (p, x) => cv.apply(p, upsampleNearest2x(x, 'NHWC'), undefined));
 }
 
 /** Decoder: conv_in, mid block, up blocks in reversed width order (layersPerBlock + 1 resnets, an upsampler on all but the last), out → image channels. */
