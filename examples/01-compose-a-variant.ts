@@ -3,12 +3,13 @@
  * about a wrong shape.   npx tsx examples/01-compose-a-variant.ts
  */
 import { noMoreArgs } from './notebook.ts';
-import { ShapeCheckError, sym } from '../dsl/shape.ts';
+import { formatShape, ShapeCheckError, sym, type Sym } from '../dsl/shape.ts';
 import { named, residual, seq } from '../dsl/layer.ts';
 import { linear } from '../layers/linear.ts';
 import { gelu } from '../layers/activations.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
+import { mdtV1 } from '../mdt/mdt-v1.ts';
 import { formatSummary, summary } from '../compile/summary.ts';
 
 noMoreArgs(0, '');
@@ -42,4 +43,18 @@ try {
 } catch (e) {
   if (!(e instanceof ShapeCheckError)) throw e;
   console.log(`\nThe wrong composition, built anyway: ${e.message}`);
+}
+
+// 4. A named config's sizes are in the types: MDT-S/2's blocks take [B, 256, 384] (16×16 tokens of
+// width 384), their MLP is 384·4 = 1536 wide, and the masked encoder runs on the L kept tokens.
+const typed = mdtV1(namedConfig('MDT-S/2'));
+const blockIn: readonly [Sym<'B'>, 256, 384] = typed.blocks[0]!.inShape;
+console.log(`\nMDT-S/2 in types: block input ${formatShape(blockIn)}, MLP hidden ${formatShape(typed.blocks[0]!.mlpHidden)}, masked encoder input ${formatShape(typed.maskedEncoder[0]!.inShape)}`);
+try {
+  // @ts-expect-error — a width of 383 is not divisible by 6 heads: the error is on the config argument.
+  mdtV1(namedConfig('MDT-S/2', { hiddenSize: 383 }));
+  throw new Error('a config whose width the heads do not divide was accepted');
+} catch (e) {
+  if (!(e instanceof Error) || !/not divisible by numHeads/.test(e.message)) throw e;
+  console.log(`The same config, built anyway: ${e.message}`);
 }

@@ -37,6 +37,7 @@ test('notebooks run end to end with tiny arguments', async (t) => {
     assert.equal(r.code, 0, r.err.slice(0, 2000));
     assert.match(r.out, /A residual MLP block declares: fc1\.weight \[1536, 384\]/);
     assert.match(r.out, /built anyway: seq: layer 0 returns \[B, 256, 384\] but layer 1 takes \[B, 256, 383\]/);
+    assert.match(r.out, /MDT-S\/2 in types: block input \[B, 256, 384\], MLP hidden \[B, 256, 1536\], masked encoder input \[B, L, 384\]/);
   });
   await t.test('02 trains both models for 2 steps', () => {
     const r = notebook('02-mdt-vs-dit.ts', '2', join(dir, '02'));
