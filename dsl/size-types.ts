@@ -1,20 +1,17 @@
 /**
- * Size arithmetic and shape algebra in types. Sizes are exact while they stay below
- * `SizeBound` = 10⁴ (TypeScript represents them as tuple lengths, built digit by digit, so
+ * Size arithmetic and shape algebra in types. Sizes are exact while they stay below 10⁴
+ * (TypeScript represents them as tuple lengths, built digit by digit, so
  * checking stays cheap); a product or quotient past it, or of a size only known at run time
  * (`number`, a symbol), widens to `number` and is checked when traced instead. Every model
  * size this project uses is below it (XL: D·4 = 4608, 3·D = 3456, 256 tokens).
  */
 import type { Dim, Shape, ShapeError, Sym } from './shape.ts';
 
-/** Sizes below this are exact in types; the rest widen to `number`. */
-export type SizeBound = 10000;
-
-export type IsLiteral<N> = N extends number ? (number extends N ? false : N extends Sym<string> ? false : true) : false;
-export type IsSym<N> = [N] extends [Sym<string>] ? true : false;
+type IsLiteral<N> = N extends number ? (number extends N ? false : N extends Sym<string> ? false : true) : false;
+type IsSym<N> = [N] extends [Sym<string>] ? true : false;
 type SymName<N> = N extends Sym<infer S> ? S : never;
 /** How a dim prints in a type error. */
-export type DimText<N> = IsSym<N> extends true ? SymName<N> : IsLiteral<N> extends true ? `${N & number}` : 'number';
+type DimText<N> = IsSym<N> extends true ? SymName<N> : IsLiteral<N> extends true ? `${N & number}` : 'number';
 
 type DigitTuples = { '0': []; '1': [0]; '2': [0, 0]; '3': [0, 0, 0]; '4': [0, 0, 0, 0]; '5': [0, 0, 0, 0, 0]; '6': [0, 0, 0, 0, 0, 0]; '7': [0, 0, 0, 0, 0, 0, 0]; '8': [0, 0, 0, 0, 0, 0, 0, 0]; '9': [0, 0, 0, 0, 0, 0, 0, 0, 0] };
 type Ten<T extends unknown[]> = [...T, ...T, ...T, ...T, ...T, ...T, ...T, ...T, ...T, ...T];
@@ -132,7 +129,7 @@ type Inferred<S extends Shape, T extends Shape> =
         : Left extends [infer One extends string] ? (Div<LitProduct<S>, LitProduct<T>> extends 1 ? Sym<One> : number)
           : Left extends false ? CountError<S, T> : number
       : never;
-export type ShapeText<S extends Shape> = `[${JoinDims<S>}]`;
+type ShapeText<S extends Shape> = `[${JoinDims<S>}]`;
 type JoinDims<S extends Shape> = S extends readonly [infer H] ? DimText<H> : S extends readonly [infer H, ...infer R extends Shape] ? `${DimText<H>}, ${JoinDims<R>}` : '';
 /** `unknown` when the reshape is valid, else its error. */
 export type ReshapeCheck<S extends Shape, T extends Shape> = Checked<ReshapeError<S, T>>;
