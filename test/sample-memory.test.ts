@@ -1,0 +1,185 @@
+// Sampling in bounded memory: the wasm heap guard, batches split to fit a (lowered) heap limit
+// with the same images, weights streamed without train-only parameters, and the checkpoint
+// layouts of training scripts (train.py's {model, ema, opt, args}, a DDP `module.` prefix).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { loadWeights } from '../compile/checkpoint.ts';
+import { compileSampler } from '../compile/sample.ts';
+import { keyFromSeed } from '../dsl/random.ts';
+import { readSafetensors, type StTensor } from '../formats/safetensors.ts';
+import { openTorchCheckpoint } from '../formats/torch-pt.ts';
+import { configFromKeys } from '../mdt/config-from-keys.ts';
+import { buildModel } from '../mdt/model.ts';
+import { HeapExhaustedError, heapStatus, setHeapLimit } from '../runtime/heap.ts';
+import { useBackend } from './compile-support.ts';
+import { cli } from './cli-capture.ts';
+import { op, pickle, stateDictOps, writeTorchArchive, type TensorSpec } from './torch-pt-builder.ts';
+
+const FIXTURES = join(import.meta.dirname, '..', '..', 'shared', 'fixtures');
+const V2 = join(FIXTURES, 'mdt-v2-tiny');
+
+async function tinyV2() {
+  const sd = await readSafetensors(join(V2, 'weights.safetensors'));
+  const config = configFromKeys(new Map([...sd].map(([k, t]) => [k, t.shape])), { numHeads: 4, decodeLayer: 2 }).config;
+  return buildModel(config);
+}
+
+test('the heap guard turns an allocation past the limit into an error and the backend keeps working', async () => {
+  await useBackend('wasm');
+  const before = tf.memory().numTensors;
+  const heap = heapStatus()!;
+  assert.ok(heap !== null && heap.limit <= 2 ** 32, 'wasm reports its heap');
+  setHeapLimit(heap.used + 1024 * 1024);
+  try {
+    const small = tf.zeros([1000]);
+    assert.throws(() => tf.zeros([1024 * 1024]), (e: unknown) => e instanceof HeapExhaustedError && /cannot hold 4\.00 MiB more/.test(e.message));
+    small.dispose();
+  } finally {
+    setHeapLimit(null);
+  }
+  const after = tf.tidy(() => tf.add(tf.ones([3]), 1));
+  assert.deepEqual([...(await after.data())], [2, 2, 2]);
+  tf.dispose(after);
+  assert.equal(tf.memory().numTensors, before);
+});
+
+test('a batch that does not fit the heap is sampled in parts, with the same images; one line says so', async () => {
+  await useBackend('wasm');
+  const before = tf.memory().numTensors;
+  const model = await tinyV2();
+  const values = await loadWeights(join(V2, 'weights.pt'), model, 'ema', { inference: true });
+  assert.ok(![...values.keys()].some((k) => model.params[k]!.trainOnly), 'no train-only weights for sampling');
+  assert.ok(Object.keys(model.params).some((k) => model.params[k]!.trainOnly), 'the model has train-only weights to leave out');
+  const notes: string[] = [];
+  const sampler = compileSampler(model, values, { steps: 'ddim3', sampler: 'ddim', guidance: { kind: 'power-cosine', scale: 2, power: 4 }, onNote: (n) => notes.push(n) });
+  const labels = Int32Array.from([0, 1, 2, 3, 4, 5, 6, 7]);
+  const key = keyFromSeed(7);
+  try {
+    const whole = sampler.sample(labels, key);
+    assert.deepEqual(notes, []);
+    const used = heapStatus()!.used;
+    // Room for a step of about 3 of the 8 images (each needs its own rows and a null row).
+    setHeapLimit(used + 160 * 1024);
+    let split: tf.Tensor;
+    try {
+      split = sampler.sample(labels, key);
+    } finally {
+      setHeapLimit(null);
+    }
+    assert.equal(notes.length, 1, notes.join('\n'));
+    const m = /a step of 8 images needs .*, the wasm heap has .* free: sampling them (\d) at a time \(the same noise, so the same images\)/.exec(notes[0]!);
+    assert.ok(m !== null && Number(m[1]) >= 1 && Number(m[1]) < 8, notes[0]);
+    assert.deepEqual(split.shape, whole.shape);
+    const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(split, whole))).dataSync()[0]!);
+    assert.ok(diff <= 1e-5, `split and whole batches differ by ${diff}`);
+    tf.dispose([whole, split]);
+
+    setHeapLimit(heapStatus()!.used + 1024);
+    try {
+      assert.throws(() => sampler.sample(labels, key), /the wasm heap cannot hold a sampling step of even 1 image: it needs .*; use a backend without this limit/);
+    } finally {
+      setHeapLimit(null);
+    }
+  } finally {
+    sampler.dispose();
+    tf.dispose([...values.values()]);
+  }
+  assert.equal(tf.memory().numTensors, before, 'no tensor outlives the sampler');
+});
+
+/** The fixture's tensors as torch.save storages, under `prefix`, one storage each (numbered from `first`). */
+function storagesOf(sd: ReadonlyMap<string, StTensor>, prefix: string, first: number): { specs: TensorSpec[]; data: Map<string, Uint8Array> } {
+  const specs: TensorSpec[] = [];
+  const data = new Map<string, Uint8Array>();
+  let i = first;
+  for (const [k, t] of sd) {
+    const key = String(i++);
+    const ints = t.dtype === 'I64' || t.dtype === 'I32';
+    const stored = ints ? BigInt64Array.from([...(t.data as BigInt64Array | Int32Array)], (v) => BigInt(v)) : Float32Array.from(t.data as Float32Array);
+    specs.push({ key: `${prefix}${k}`, storage: ints ? 'LongStorage' : 'FloatStorage', storageKey: key, numel: stored.length, offset: 0, size: t.shape, stride: t.shape.map((_, d) => t.shape.slice(d + 1).reduce((a, b) => a * b, 1)) });
+    data.set(key, new Uint8Array(stored.buffer));
+  }
+  return { specs, data };
+}
+
+/** DiT's train.py: `{"model": ..., "ema": ..., "opt": ..., "args": argparse.Namespace(...)}`. */
+async function trainPyCheckpoint(path: string, sd: ReadonlyMap<string, StTensor>, prefix = ''): Promise<void> {
+  const model = storagesOf(new Map([...sd].map(([k, t]) => [k, { ...t, data: t.dtype === 'F32' ? (t.data as Float32Array).map((v) => v + 1) : t.data }])), prefix, 0);
+  const ema = storagesOf(sd, prefix, model.specs.length);
+  const args = pickle(
+    op.global('argparse', 'Namespace'), op.emptyTuple, op.newobj, op.emptyDict,
+    op.mark, op.str('model'), op.str('MDTv2-S/2'), op.str('epochs'), op.int(1400), op.str('ckpt'), Uint8Array.of(0x4e), op.setitems, op.build,
+  );
+  const opt = pickle(op.emptyDict, op.mark, op.str('state'), op.emptyDict, op.str('param_groups'), op.emptyList, op.setitems);
+  await writeTorchArchive(path, pickle(
+    op.proto(2), op.emptyDict, op.mark,
+    op.str('model'), stateDictOps(model.specs), op.str('ema'), stateDictOps(ema.specs), op.str('opt'), opt, op.str('args'), args,
+    op.setitems, op.stop,
+  ), new Map([...model.data, ...ema.data]));
+}
+
+test('train.py checkpoints: args is inert data, ema is the default, --key picks another; a DDP prefix is stripped', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdt-train-pt-'));
+  try {
+    const sd = await readSafetensors(join(V2, 'weights.safetensors'));
+    const path = join(dir, 'train.pt');
+    await trainPyCheckpoint(path, sd);
+    const ckpt = await openTorchCheckpoint(path);
+    assert.equal(ckpt.wrapperKey, 'ema');
+    assert.deepEqual(ckpt.extra['args'], { __class__: 'argparse.Namespace', model: 'MDTv2-S/2', epochs: 1400, ckpt: null });
+    await ckpt.close();
+    await assert.rejects(openTorchCheckpoint(path, { key: 'opt' }), /'opt' holds a dict of 2, not a dict of tensors; the top-level dict has keys \['model', 'ema', 'opt', 'args'\], of which 'model', 'ema' hold a state_dict/);
+    await assert.rejects(openTorchCheckpoint(path, { key: 'teacher' }), /has no top-level key 'teacher'/);
+
+    const flags = ['--num-heads', '4', '--decode-layer', '2', '--class', '1,2', '--count', '1', '--steps', 'ddim2', '--cfg-scale', '2'];
+    const ema = await cli('sample', '--ckpt', path, ...flags, '--latents-out', join(dir, 'ema.npy'));
+    assert.equal(ema.code, 0, ema.err);
+    assert.match(ema.out, /note: train\.pt: using the state dict under 'ema' \(the file also holds 'model', 'opt', 'args'; --key chooses\)/);
+    const model = await cli('sample', '--ckpt', path, '--key', 'model', ...flags, '--latents-out', join(dir, 'model.npy'));
+    assert.equal(model.code, 0, model.err);
+    assert.match(model.out, /using the state dict under 'model'/);
+    assert.notDeepEqual(readFileSync(join(dir, 'ema.npy')), readFileSync(join(dir, 'model.npy')), 'ema and model weights sample differently');
+
+    const ddp = join(dir, 'ddp.pt');
+    const wrapped = storagesOf(sd, 'module.', 0);
+    await writeTorchArchive(ddp, pickle(op.proto(2), stateDictOps(wrapped.specs), op.stop), wrapped.data);
+    const d = await cli('sample', '--ckpt', ddp, ...flags, '--latents-out', join(dir, 'ddp.npy'));
+    assert.equal(d.code, 0, d.err);
+    assert.match(d.out, /note: ddp\.pt: every key starts with 'module\.' \(a state dict saved from a DistributedDataParallel-wrapped model\); stripped it/);
+    assert.deepEqual(readFileSync(join(dir, 'ddp.npy')), readFileSync(join(dir, 'ema.npy')), 'the same weights sample the same latents');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a latent model without --vae is refused before its weights load; --latents-out keeps the raw latents instead', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mdt-latents-'));
+  try {
+    const base = ['sample', '--ckpt', join(V2, 'weights.pt'), '--num-heads', '4', '--decode-layer', '2', '--class', '3', '--count', '2', '--steps', 'ddim2'];
+    const refused = await cli(...base, '--out', join(dir, 'png'));
+    assert.equal(refused.code, 2);
+    assert.match(refused.err, /4 channels, which are latents, not pixels: pass --vae FILE/);
+    assert.doesNotMatch(refused.out, /using the state dict/, 'refused before the weights were opened for loading');
+    const st = await cli(...base, '--latents-out', join(dir, 'l.safetensors'));
+    assert.equal(st.code, 0, st.err);
+    const saved = await readSafetensors(join(dir, 'l.safetensors'));
+    assert.deepEqual(saved.get('latents')!.shape, [2, 4, 8, 8]);
+    assert.deepEqual([...saved.get('labels')!.data as Int32Array], [3, 3]);
+    const npy = await cli(...base, '--latents-out', join(dir, 'l.npy'));
+    assert.equal(npy.code, 0, npy.err);
+    const bytes = readFileSync(join(dir, 'l.npy'));
+    const headerLen = bytes.readUInt16LE(8);
+    assert.match(bytes.subarray(10, 10 + headerLen).toString('latin1'), /^\{'descr': '<f4', 'fortran_order': False, 'shape': \(2, 4, 8, 8\), \} *\n$/);
+    assert.equal((10 + headerLen) % 64, 0);
+    assert.deepEqual(new Float32Array(bytes.buffer.slice(bytes.byteOffset + 10 + headerLen, bytes.byteOffset + bytes.byteLength)), saved.get('latents')!.data);
+    const bad = await cli(...base, '--latents-out', join(dir, 'l.png'));
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--latents-out: expected a file name ending in \.npy or \.safetensors/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
