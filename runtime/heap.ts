@@ -26,6 +26,8 @@ export interface HeapStatus {
   readonly limit: number;
   /** Bytes allocated now (tensors and kernel buffers malloc'd through the module). */
   readonly used: number;
+  /** The most bytes allocated at once since the guard was installed. */
+  readonly peak: number;
 }
 
 interface WasmModule {
@@ -36,6 +38,7 @@ interface WasmModule {
 interface Guard {
   readonly module: WasmModule;
   used: number;
+  peak: number;
 }
 
 let guard: Guard | null = null;
@@ -70,7 +73,7 @@ export function guardWasmHeap(): void {
   const malloc = module._malloc.bind(module);
   const free = module._free.bind(module);
   const sizes = new Map<number, number>();
-  const g: Guard = { module, used: tf.memory().numBytes };
+  const g: Guard = { module, used: tf.memory().numBytes, peak: tf.memory().numBytes };
   module._malloc = (n: number): number => {
     const limit = configuredLimit();
     if (n > 0 && g.used + n > limit) throw new HeapExhaustedError(n, g.used, limit, '');
@@ -78,6 +81,7 @@ export function guardWasmHeap(): void {
     if (p === 0 && n > 0) throw new HeapExhaustedError(n, g.used, limit, ' (malloc found no free block that large: the heap is fragmented)');
     sizes.set(p, n);
     g.used += n;
+    if (g.used > g.peak) g.peak = g.used;
     return p;
   };
   module._free = (p: number): void => {
@@ -95,5 +99,5 @@ export function guardWasmHeap(): void {
 export function heapStatus(): HeapStatus | null {
   guardWasmHeap();
   if (guard === null || guard.module !== wasmModule()) return null;
-  return { limit: configuredLimit(), used: guard.used };
+  return { limit: configuredLimit(), used: guard.used, peak: guard.peak };
 }
