@@ -19,7 +19,8 @@ import { autoencoderKL } from '../mdt/vae/autoencoder-kl.ts';
 import { vaeConfig } from '../mdt/vae/config.ts';
 import { encodePng } from '../mdt/viz/png.ts';
 import { cli } from './cli-capture.ts';
-import { rgbPng, writeRandomStateDict } from './cli-fixtures.ts';
+import { rgbPng, trainPyCheckpoint, writeRandomStateDict } from './cli-fixtures.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const FIXTURES = join(ROOT, '..', 'shared', 'fixtures');
@@ -70,6 +71,15 @@ const STAND_INS: Readonly<Record<string, StandIn>> = {
       return path;
     },
     flags: ['--num-heads', '2', '--decode-layer', '2'],
+  },
+  // train.py's {model, ema, opt, args} around the tiny MDTv2 fixture's weights.
+  '0400000.pt': {
+    make: async (dir) => {
+      const path = join(dir, '0400000.pt');
+      await trainPyCheckpoint(path, await readSafetensors(join(FIXTURES, 'mdt-v2-tiny', 'weights.safetensors')));
+      return path;
+    },
+    flags: ['--num-heads', '4', '--decode-layer', '2'],
   },
   'mdt_xl2_v1_ckpt.pt': { make: () => join(FIXTURES, 'mdt-v1-tiny', 'weights.pt') },
   'sd-vae-ft-mse.safetensors': { make: tinyVae },

@@ -10,14 +10,15 @@ import * as tf from '@tensorflow/tfjs';
 import { loadWeights } from '../compile/checkpoint.ts';
 import { compileSampler } from '../compile/sample.ts';
 import { keyFromSeed } from '../dsl/random.ts';
-import { readSafetensors, type StTensor } from '../formats/safetensors.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
 import { openTorchCheckpoint } from '../formats/torch-pt.ts';
 import { configFromKeys } from '../mdt/config-from-keys.ts';
 import { buildModel } from '../mdt/model.ts';
 import { HeapExhaustedError, heapStatus, setHeapLimit } from '../runtime/heap.ts';
 import { useBackend } from './compile-support.ts';
 import { cli } from './cli-capture.ts';
-import { op, pickle, stateDictOps, writeTorchArchive, type TensorSpec } from './torch-pt-builder.ts';
+import { storagesOf, trainPyCheckpoint } from './cli-fixtures.ts';
+import { op, pickle, stateDictOps, writeTorchArchive } from './torch-pt-builder.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', '..', 'shared', 'fixtures');
 const V2 = join(FIXTURES, 'mdt-v2-tiny');
@@ -90,37 +91,6 @@ test('a batch that does not fit the heap is sampled in parts, with the same imag
   }
   assert.equal(tf.memory().numTensors, before, 'no tensor outlives the sampler');
 });
-
-/** The fixture's tensors as torch.save storages, under `prefix`, one storage each (numbered from `first`). */
-function storagesOf(sd: ReadonlyMap<string, StTensor>, prefix: string, first: number): { specs: TensorSpec[]; data: Map<string, Uint8Array> } {
-  const specs: TensorSpec[] = [];
-  const data = new Map<string, Uint8Array>();
-  let i = first;
-  for (const [k, t] of sd) {
-    const key = String(i++);
-    const ints = t.dtype === 'I64' || t.dtype === 'I32';
-    const stored = ints ? BigInt64Array.from([...(t.data as BigInt64Array | Int32Array)], (v) => BigInt(v)) : Float32Array.from(t.data as Float32Array);
-    specs.push({ key: `${prefix}${k}`, storage: ints ? 'LongStorage' : 'FloatStorage', storageKey: key, numel: stored.length, offset: 0, size: t.shape, stride: t.shape.map((_, d) => t.shape.slice(d + 1).reduce((a, b) => a * b, 1)) });
-    data.set(key, new Uint8Array(stored.buffer));
-  }
-  return { specs, data };
-}
-
-/** DiT's train.py: `{"model": ..., "ema": ..., "opt": ..., "args": argparse.Namespace(...)}`. */
-async function trainPyCheckpoint(path: string, sd: ReadonlyMap<string, StTensor>, prefix = ''): Promise<void> {
-  const model = storagesOf(new Map([...sd].map(([k, t]) => [k, { ...t, data: t.dtype === 'F32' ? (t.data as Float32Array).map((v) => v + 1) : t.data }])), prefix, 0);
-  const ema = storagesOf(sd, prefix, model.specs.length);
-  const args = pickle(
-    op.global('argparse', 'Namespace'), op.emptyTuple, op.newobj, op.emptyDict,
-    op.mark, op.str('model'), op.str('MDTv2-S/2'), op.str('epochs'), op.int(1400), op.str('ckpt'), Uint8Array.of(0x4e), op.setitems, op.build,
-  );
-  const opt = pickle(op.emptyDict, op.mark, op.str('state'), op.emptyDict, op.str('param_groups'), op.emptyList, op.setitems);
-  await writeTorchArchive(path, pickle(
-    op.proto(2), op.emptyDict, op.mark,
-    op.str('model'), stateDictOps(model.specs), op.str('ema'), stateDictOps(ema.specs), op.str('opt'), opt, op.str('args'), args,
-    op.setitems, op.stop,
-  ), new Map([...model.data, ...ema.data]));
-}
 
 test('train.py checkpoints: args is inert data, ema is the default, --key picks another; a DDP prefix is stripped', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mdt-train-pt-'));
