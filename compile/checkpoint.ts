@@ -410,7 +410,7 @@ export async function openStateDict(path: string, which: 'ema' | 'model' = 'ema'
   const notes: string[] = [];
   const fromSafetensors = async (file: string): Promise<StateDictSource> => {
     const f = await openSafetensors(file);
-    const tensors = new Map([...f.entries].map(([k, e]): [string, TensorSource] => [k, { shape: e.shape, read: () => f.read(k) }]));
+    const tensors = new Map([...f.entries].map(([k, e]): [string, TensorSource] => [k, { shape: e.shape, read: (scratch) => f.read(k, scratch) }]));
     return { tensors: unwrapDdp(tensors, notes), notes, close: () => f.close() };
   };
   if (statSync(path).isDirectory()) {
@@ -425,7 +425,7 @@ export async function openStateDict(path: string, which: 'ema' | 'model' = 'ema'
       notes.push(`using the state dict under '${ckpt.wrapperKey}'${others.length > 0 ? ` (the file also holds ${others.map((k) => `'${k}'`).join(', ')}; --key chooses)` : ''}`);
     }
     // A broadcast view is read at the model's own shape, which bounds it.
-    const tensors = new Map(ckpt.tensors.map((ref): [string, TensorSource] => [ref.key, { shape: ref.shape, read: () => ref.read({ expandViews: true }) }]));
+    const tensors = new Map(ckpt.tensors.map((ref): [string, TensorSource] => [ref.key, { shape: ref.shape, read: (scratch) => ref.read({ expandViews: true, ...(scratch === undefined ? {} : { scratch }) }) }]));
     return { tensors: unwrapDdp(tensors, notes), notes, close: () => ckpt.close() };
   }
   throw new Error(`${basename(path)}: expected a run or checkpoint directory, a .safetensors or a .pt file (in ${dirname(path)})`);

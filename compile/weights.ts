@@ -40,7 +40,8 @@ function toTensorData(t: StTensor, key: string, dtype: 'float32' | 'int32'): Flo
 /** A tensor of a state dict file, read when asked (one at a time keeps memory near the largest). */
 export interface TensorSource {
   readonly shape: readonly number[];
-  read(): Promise<StTensor>;
+  /** With `scratch`, the data may be a view on it, valid until the next read into it. */
+  read(scratch?: ArrayBuffer): Promise<StTensor>;
 }
 
 export interface StreamOptions extends LoadOptions {
@@ -112,10 +113,15 @@ export function paramsFromStateDict(decls: ParamDecls, sd: ReadonlyMap<string, S
  */
 export async function streamParams(decls: ParamDecls, sources: ReadonlyMap<string, TensorSource>, opts: StreamOptions = {}): Promise<Map<string, tf.Tensor>> {
   checkFit(decls, new Map([...sources].map(([k, s]) => [k, s.shape])), opts);
+  const keys = loadKeys(decls, (k) => sources.has(k), opts);
+  // The wasm backend copies a tensor's values into its heap as the tensor is made, so one buffer
+  // (8 bytes an element: the widest stored dtype) can take every tensor in turn; no per-tensor
+  // array is allocated, faulted in and collected. Other backends may keep the array they are given.
+  const scratch = tf.getBackend() === 'wasm' ? new ArrayBuffer(8 * Math.max(0, ...keys.map((k) => numel(sources.get(k)!.shape)))) : undefined;
   const out = new Map<string, tf.Tensor>();
   try {
-    for (const key of loadKeys(decls, (k) => sources.has(k), opts)) {
-      const t = await sources.get(key)!.read();
+    for (const key of keys) {
+      const t = await sources.get(key)!.read(scratch);
       opts.onRead?.(key, t);
       out.set(key, paramTensor(key, decls[key]!, t));
     }

@@ -17,6 +17,8 @@ import type { PyValue } from './torch-pt/pickle.ts';
 export interface ReadTensorOptions {
   /** Materialise a broadcast view (see `PtTensorRef.broadcast`) instead of refusing it. */
   expandViews?: boolean;
+  /** Read into this buffer when it is large enough (the data is then a view on it, valid until the next read into it). */
+  scratch?: ArrayBuffer;
 }
 export interface PtTensorRef {
   key: string;
@@ -243,7 +245,7 @@ function tensorRef(a: Archive, key: string, t: TensorRef, maxBytes: number): PtT
     checkReadable,
     async read(opts?: ReadTensorOptions): Promise<StTensor> {
       checkReadable(opts);
-      const span = allocStored(dtype, extent);
+      const span = allocStored(dtype, extent, opts?.scratch);
       const bytes = bytesOf(span);
       const start = (await a.zip.dataOffset(entry)) + t.offset * stItemSize(dtype);
       await readExactlyAt(a.handle, bytes, start, `${a.path}, tensor '${key}'`);
