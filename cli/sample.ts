@@ -12,7 +12,7 @@ import { writeSafetensors } from '../formats/safetensors.ts';
 import { addCheckpointOptions, checkpointConfig, loadCheckpointModel, type CheckpointFlags } from './checkpoint-model.ts';
 import { addGuidanceOptions, describeGuidance, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';
 import { pixelChannels, tile } from './images.ts';
-import { openVae, type Vae } from './vae-file.ts';
+import { decodeInParts, openVae, type Vae } from './vae-file.ts';
 import { say, type CliIO } from './io.ts';
 import { checkOutputDir } from './output-dir.ts';
 import { backendOption, intArg, numberArg, option, respacingArg, sanitize, startBackend, timestamp, UsageError, type BackendChoice } from './options.ts';
@@ -109,24 +109,17 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
     const key = keyFromSeed(f.seed);
     const bar = startProgress(io, { label: 'sampling', total: batches * K, unit: 'steps', every: Math.max(1, Math.ceil(K / 4)) });
     const raw: Float32Array[] = [];
-    const parts: Float32Array[] = [];
-    let side = c.inputSize;
     for (let b = 0; b < batches; b++) {
       const y = labels.subarray(b * f.batchSize, (b + 1) * f.batchSize);
       const x = sampler.sample(y, foldIn(key, b), (done, total) => bar.update(Math.floor(b * K + (K * done) / total)));
-      if (latents !== null) raw.push((await x.data()) as Float32Array);
-      if (!pngs) {
-        x.dispose();
-        continue;
-      }
-      const pixels = vae === null ? x : vae.decode(x);
-      if (pixels !== x) x.dispose();
-      side = pixels.shape[2];
-      parts.push((await pixels.data()) as Float32Array);
-      pixels.dispose();
+      raw.push((await x.data()) as Float32Array);
+      x.dispose();
     }
     bar.stop();
     sampler.dispose();
+    // The model is done: its weights leave the heap before the VAE needs room to decode.
+    tf.dispose([...values.values()]);
+    values = undefined;
     if (latents !== null) {
       const shape = [labels.length, c.inChannels, c.inputSize, c.inputSize];
       const data = concatFloats(raw);
@@ -140,7 +133,16 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
       say(io, `wrote ${latents.path} (${shape.join('×')} float32 latents${latents.format === 'safetensors' ? ' and their labels' : ''}; an SD VAE decodes latents / 0.18215)`);
     }
     if (channels === null) return;
-    const images = concatFloats(parts);
+    const all = tf.tensor4d(concatFloats(raw), [labels.length, c.inChannels, c.inputSize, c.inputSize]);
+    let pixels: tf.Tensor4D;
+    try {
+      pixels = vae === null ? all.clone() : decodeInParts(vae, all, f.batchSize, (n) => say(io, `note: ${n}`));
+    } finally {
+      all.dispose();
+    }
+    const side = pixels.shape[2];
+    const images = (await pixels.data()) as Float32Array;
+    pixels.dispose();
     await mkdir(outDir, { recursive: true });
     const cols = classes.length <= 32 ? classes.length : Math.ceil(Math.sqrt(labels.length));
     await writePng(join(outDir, 'grid.png'), imageGrid(images, labels.length, channels, side, side, cols));

@@ -95,6 +95,11 @@ export function guardWasmHeap(): void {
   guard = g;
 }
 
+/** Starts the peak over from the bytes in use now. */
+export function resetHeapPeak(): void {
+  if (guard !== null) guard.peak = guard.used;
+}
+
 /** The heap's limit and use on the wasm backend (installing the guard); null on backends without a fixed heap. */
 export function heapStatus(): HeapStatus | null {
   guardWasmHeap();

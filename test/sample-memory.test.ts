@@ -14,10 +14,13 @@ import { readSafetensors } from '../formats/safetensors.ts';
 import { openTorchCheckpoint } from '../formats/torch-pt.ts';
 import { configFromKeys } from '../mdt/config-from-keys.ts';
 import { buildModel } from '../mdt/model.ts';
-import { HeapExhaustedError, heapStatus, setHeapLimit } from '../runtime/heap.ts';
+import { HeapExhaustedError, heapStatus, resetHeapPeak, setHeapLimit } from '../runtime/heap.ts';
 import { useBackend } from './compile-support.ts';
 import { cli } from './cli-capture.ts';
-import { storagesOf, trainPyCheckpoint } from './cli-fixtures.ts';
+import { storagesOf, trainPyCheckpoint, writeRandomStateDict } from './cli-fixtures.ts';
+import { decodeInParts, openVae } from '../cli/vae-file.ts';
+import { autoencoderKL } from '../mdt/vae/autoencoder-kl.ts';
+import { vaeConfig } from '../mdt/vae/config.ts';
 import { op, pickle, stateDictOps, writeTorchArchive } from './torch-pt-builder.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', '..', 'shared', 'fixtures');
@@ -90,6 +93,43 @@ test('a batch that does not fit the heap is sampled in parts, with the same imag
     tf.dispose([...values.values()]);
   }
   assert.equal(tf.memory().numTensors, before, 'no tensor outlives the sampler');
+});
+
+test('VAE decoding halves its part when the heap cannot hold it, with the same images', async () => {
+  await useBackend('wasm');
+  const dir = mkdtempSync(join(tmpdir(), 'mdt-decode-'));
+  try {
+    const path = join(dir, 'vae.safetensors');
+    await writeRandomStateDict(path, autoencoderKL(vaeConfig({ blockOutChannels: [32, 32], layersPerBlock: 1 })).params, 1);
+    const before = tf.memory().numTensors;
+    const vae = await openVae(path);
+    const latents = tf.randomNormal([4, 4, 8, 8], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const whole = decodeInParts(vae, latents, 4, () => assert.fail('no note without a limit'));
+    // What decoding one latent takes, then a limit that holds two at a time but not four.
+    const one = tf.slice(latents, [0, 0, 0, 0], [1, -1, -1, -1]);
+    const used = heapStatus()!.used;
+    resetHeapPeak();
+    tf.dispose(vae.decode(one));
+    const perImage = heapStatus()!.peak - used;
+    one.dispose();
+    const notes: string[] = [];
+    setHeapLimit(heapStatus()!.used + Math.floor(2.5 * perImage));
+    let parts: tf.Tensor4D;
+    try {
+      parts = decodeInParts(vae, latents, 4, (n) => notes.push(n));
+    } finally {
+      setHeapLimit(null);
+    }
+    assert.ok(notes.length >= 1 && /^decoding 4 latents at once: the wasm heap cannot hold .*; decoding 2 at a time$/.test(notes[0]!), notes.join('\n'));
+    const diff = tf.tidy(() => tf.max(tf.abs(tf.sub(parts, whole))).dataSync()[0]!);
+    assert.ok(diff <= 1e-5, `parts and whole decodes differ by ${diff}`);
+    tf.dispose([whole, parts]);
+    latents.dispose();
+    vae.dispose();
+    assert.equal(tf.memory().numTensors, before, 'no tensor outlives the decodes');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('train.py checkpoints: args is inert data, ema is the default, --key picks another; a DDP prefix is stripped', async () => {
