@@ -95,6 +95,38 @@ test('a batch that does not fit the heap is sampled in parts, with the same imag
   assert.equal(tf.memory().numTensors, before, 'no tensor outlives the sampler');
 });
 
+test('mdt sample under a lowered heap limit: the default batch of 16 is split, the latents are the unsplit ones', async () => {
+  await useBackend('wasm');
+  const dir = mkdtempSync(join(tmpdir(), 'mdt-split-'));
+  try {
+    const model = await tinyV2();
+    const weights = Object.values(model.params).filter((p) => p.persistent && !p.trainOnly).reduce((a, p) => a + 4 * p.shape.reduce((x, y) => x * y, 1), 0);
+    const args = ['sample', '--ckpt', join(V2, 'weights.pt'), '--num-heads', '4', '--decode-layer', '2', '--class', 'all', '--count', '2', '--steps', 'ddim2', '--cfg-scale', '2'];
+    const whole = await cli(...args, '--latents-out', join(dir, 'whole.npy'));
+    assert.equal(whole.code, 0, whole.err);
+    assert.doesNotMatch(whole.out, /at a time/);
+    // The weights and room for a step of about half of the 16 images.
+    setHeapLimit(heapStatus()!.used + weights + 800 * 1024);
+    let split;
+    try {
+      split = await cli(...args, '--latents-out', join(dir, 'split.npy'));
+    } finally {
+      setHeapLimit(null);
+    }
+    assert.equal(split.code, 0, split.err);
+    assert.match(split.out, /note: a step of 16 images needs .*, the wasm heap has .* free: sampling them \d+ at a time \(the same noise, so the same images\)/);
+    assert.equal(split.out.match(/at a time/g)?.length, 1, 'one line says so');
+    const a = readFileSync(join(dir, 'whole.npy'));
+    const b = readFileSync(join(dir, 'split.npy'));
+    const fa = new Float32Array(a.buffer.slice(a.byteOffset + 128, a.byteOffset + a.byteLength));
+    const fb = new Float32Array(b.buffer.slice(b.byteOffset + 128, b.byteOffset + b.byteLength));
+    assert.equal(fa.length, 20 * 4 * 8 * 8);
+    assert.ok(fa.every((v, i) => Math.abs(v - fb[i]!) <= 1e-5), 'the same latents');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('VAE decoding halves its part when the heap cannot hold it, with the same images', async () => {
   await useBackend('wasm');
   const dir = mkdtempSync(join(tmpdir(), 'mdt-decode-'));
