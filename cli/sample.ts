@@ -57,7 +57,7 @@ export function sampleCommand(program: Command, io: CliIO): Command {
   cmd
     .addOption(option('--class <list>', 'classes to sample: 3,5,7 or all', { defaultText: `all (for 1000 classes: ${IMAGENET_SAMPLE_CLASSES.join(',')}, as DiT's sample.py)`, parse: classListArg }))
     .addOption(option('--count <n>', 'samples per class', { default: 4, parse: intArg(1, 100_000) }))
-    .addOption(option('--batch-size <n>', 'images per sampler call (the noise depends on it)', { default: 16, parse: intArg(1, 100_000) }))
+    .addOption(option('--batch-size <n>', 'images per sampler call (the noise depends on it; a call the wasm heap cannot hold runs in parts, with the same noise)', { default: 16, parse: intArg(1, 100_000) }))
     .addOption(option('--steps <respacing>', 'sampler steps: 250, ddim50, 25,25, … of 1000 diffusion steps', { default: '250', parse: respacingArg }))
     .addOption(option('--sampler <name>', 'ancestral DDPM or DDIM', { defaultText: 'ddim when --steps is ddimN, else ddpm', choices: ['ddpm', 'ddim'] }))
     .addOption(option('--eta <x>', 'DDIM η (0 = deterministic)', { default: 0, parse: numberArg(0, Infinity) }));

@@ -143,7 +143,7 @@ export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string
     const partNoise = rowsOfNoise(noise, rowsOf(b), per, ranges);
     const runner = stepRunner(compiled, y, partNoise);
     try {
-      const out = sampleLoop(runner.run, tables, [y.length, ...sample], partNoise, (done) => progress(done));
+      const out = sampleLoop(runner.run, tables, [y.length, ...sample], partNoise, progress);
       if (guidance === null) return out;
       const first = tf.slice(out, [0, 0, 0, 0], [n, -1, -1, -1]);
       out.dispose();
