@@ -1,5 +1,6 @@
 // `npm run bench [-- --full] [--configs tiny,main,s2,dit-s2] [--variants wasm-threads,wasm-1,wasm-native,wasm-1-native,cpu,webgpu]
 //                   [--no-torch | --torch-json FILE] [--no-compile] [--flat [--flat-steps 200]] [--no-write]`
+// `npm run bench -- --xl [...]`: sampling an official-size checkpoint instead (bench/sample-xl.ts).
 //
 // The project side by side with the official code's PyTorch port (bench/pytorch), in one run:
 //
@@ -54,6 +55,7 @@ import { WASM_MAX_THREADS } from '../runtime/backend-wasm.ts';
 import { foldIn, keyFromSeed } from '../dsl/random.ts';
 import { BENCH_CONFIGS, isBenchConfigName, trainFixture, type BenchConfigName } from './configs.ts';
 import { CFG_SCALE, measureConfig, type ConfigResult, type Counts } from './measure.ts';
+import { xlBench } from './sample-xl.ts';
 
 const THREADS = Math.min(availableParallelism(), WASM_MAX_THREADS);
 // `native`: products and fused kernels on the native addon (runtime/native.ts); runtime/start.ts
@@ -549,6 +551,8 @@ if (process.argv[2] === '--child') {
   await child(process.argv[3] as Variant, process.argv[4] as BenchConfigName, process.argv[5] as Mode, process.argv[6] === 'e2e');
 } else if (process.argv[2] === '--flat-child') {
   await flatChild(process.argv[3] as Variant, Number(process.argv[4]));
+} else if (process.argv.slice(2).includes('--xl')) {
+  await xlBench(process.argv.slice(2).filter((a) => a !== '--xl'));
 } else if (process.argv[2] === '--native-check') {
   await initBackend({ prefer: 'wasm', threads: 1 });
   console.log(String(enableNativeKernels().enabled && nativeKernelsStatus().enabled));

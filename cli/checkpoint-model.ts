@@ -7,9 +7,7 @@
 import type * as tf from '@tensorflow/tfjs';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { loadWeights, readCheckpointMeta, resolveCheckpointDir } from '../compile/checkpoint.ts';
-import { openSafetensors } from '../formats/safetensors.ts';
-import { openTorchCheckpoint } from '../formats/torch-pt.ts';
+import { loadWeights, openStateDict, readCheckpointMeta, resolveCheckpointDir } from '../compile/checkpoint.ts';
 import { namedConfig, validateConfig, type ModelConfig, type Variant } from '../mdt/config.ts';
 import { AmbiguousConfigError, ConflictingHintError, configFromKeys, detectVariant, HINT_FLAGS } from '../mdt/config-from-keys.ts';
 import { buildModel } from '../mdt/model.ts';
@@ -27,6 +25,7 @@ export interface CheckpointFlags extends SizeOverrides {
   readonly ckpt: string;
   readonly model?: string;
   readonly which: Which;
+  readonly key?: string;
 }
 
 export interface LoadedModel {
@@ -39,29 +38,24 @@ export function addCheckpointOptions(cmd: Command): Command {
   cmd
     .addOption(option('--ckpt <path>', 'run dir, checkpoint dir, .safetensors state dict or official .pt', { required: true }))
     .addOption(option('--which <weights>', 'which weights of a checkpoint', { default: 'ema', choices: ['ema', 'model'] }))
+    .addOption(option('--key <name>', 'for a .pt holding several state dicts (a train.py checkpoint: model, ema, opt, args): the top-level key to load', { defaultText: 'ema when present, else model, state_dict, model_state_dict (as --which orders them)' }))
     .addOption(option('--model <name>', 'for a bare state dict: the model family and size, for what its keys do not record', { defaultText: 'meta.json, else inferred from the keys', parse: modelNameArg }));
   return addSizeOptions(cmd, () => 'meta.json, else inferred from the keys');
 }
 
-async function keyShapes(path: string, which: Which): Promise<Map<string, readonly number[]>> {
-  if (path.endsWith('.safetensors')) {
-    const f = await openSafetensors(path);
-    try {
-      return new Map([...f.entries].map(([k, e]) => [k, e.shape]));
-    } finally {
-      await f.close();
-    }
+async function keyShapes(f: CheckpointFlags): Promise<Map<string, readonly number[]>> {
+  if (!(f.ckpt.endsWith('.safetensors') || f.ckpt.endsWith('.pt') || f.ckpt.endsWith('.pth'))) {
+    throw new UsageError(`--ckpt: expected a run or checkpoint directory, a .safetensors or a .pt file, got ${f.ckpt}`);
   }
-  if (path.endsWith('.pt') || path.endsWith('.pth')) {
-    const ckpt = await openTorchCheckpoint(path, { prefer: which });
-    try {
-      return new Map(ckpt.tensors.map((t) => [t.key, t.shape]));
-    } finally {
-      await ckpt.close();
-    }
+  const sd = await openStateDict(f.ckpt, f.which, keyOption(f));
+  try {
+    return new Map([...sd.tensors].map(([k, t]) => [k, t.shape]));
+  } finally {
+    await sd.close();
   }
-  throw new UsageError(`--ckpt: expected a run or checkpoint directory, a .safetensors or a .pt file, got ${path}`);
 }
+
+const keyOption = (f: CheckpointFlags) => (f.key === undefined ? {} : { key: f.key });
 
 async function metaConfig(path: string): Promise<ModelConfig | null> {
   const dir = statSync(path).isDirectory() ? await resolveCheckpointDir(path) : dirname(path);
@@ -79,7 +73,7 @@ async function inferredConfig(f: CheckpointFlags, io: CliIO): Promise<ModelConfi
   const named = f.model === undefined ? undefined : namedConfig(f.model);
   const given = sizeOverrides(f);
   const defaults = named === undefined ? {} : { numHeads: named.numHeads, decodeLayer: named.decodeLayer, maskRatio: named.maskRatio };
-  const shapes = await keyShapes(f.ckpt, f.which);
+  const shapes = await keyShapes(f);
   // Checked first: --model's defaults of another variant (a DiT's decode layer 0 for an MDT) would
   // otherwise surface as an invalid config instead of the actual mistake.
   const variant = detectVariant(shapes);
@@ -102,12 +96,24 @@ async function inferredConfig(f: CheckpointFlags, io: CliIO): Promise<ModelConfi
   return c;
 }
 
-export async function loadCheckpointModel(f: CheckpointFlags, io: CliIO): Promise<LoadedModel> {
+/** The model config `--ckpt` records (meta.json), else the one its keys give with --model and the size flags. */
+export async function checkpointConfig(f: CheckpointFlags, io: CliIO): Promise<ModelConfig> {
   if (!existsSync(f.ckpt)) throw new UsageError(`--ckpt: no such file or directory: ${f.ckpt}`);
-  let config = await metaConfig(f.ckpt);
-  if (config === null) config = await inferredConfig(f, io);
-  else if (f.model !== undefined || SIZE_FIELDS.some((k) => f[k] !== undefined)) say(io, 'note: --model and size flags are ignored: the checkpoint\'s meta.json records its config');
-  const model = buildModel(config);
-  const values = await loadWeights(f.ckpt, model, f.which);
+  const config = await metaConfig(f.ckpt);
+  if (config === null) return inferredConfig(f, io);
+  if (f.model !== undefined || SIZE_FIELDS.some((k) => f[k] !== undefined)) say(io, 'note: --model and size flags are ignored: the checkpoint\'s meta.json records its config');
+  return config;
+}
+
+export interface LoadModelOptions {
+  /** Only the weights sampling reads (no side block, no mask token). */
+  readonly inference?: boolean;
+  /** The config checkpointConfig gave (else it is worked out again). */
+  readonly config?: ModelConfig;
+}
+
+export async function loadCheckpointModel(f: CheckpointFlags, io: CliIO, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  const model = buildModel(opts.config ?? (await checkpointConfig(f, io)));
+  const values = await loadWeights(f.ckpt, model, f.which, { ...keyOption(f), inference: opts.inference ?? false, onNote: (n) => say(io, `note: ${n}`) });
   return { model, values };
 }

@@ -1,16 +1,18 @@
 /** `mdt sample`: class-conditional samples from a checkpoint, as a grid and one PNG each. */
 import * as tf from '@tensorflow/tfjs';
 import { mkdir } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { compileSampler } from '../compile/sample.ts';
 import { foldIn, keyFromSeed } from '../dsl/random.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { imageGrid, writePng } from '../mdt/viz/png.ts';
-import { addCheckpointOptions, loadCheckpointModel, type CheckpointFlags } from './checkpoint-model.ts';
+import { writeNpy } from '../formats/npy.ts';
+import { writeSafetensors } from '../formats/safetensors.ts';
+import { addCheckpointOptions, checkpointConfig, loadCheckpointModel, type CheckpointFlags } from './checkpoint-model.ts';
 import { addGuidanceOptions, describeGuidance, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';
 import { pixelChannels, tile } from './images.ts';
-import { openVae, type Vae } from './vae-file.ts';
+import { decodeInParts, openVae, type Vae } from './vae-file.ts';
 import { say, type CliIO } from './io.ts';
 import { checkOutputDir } from './output-dir.ts';
 import { backendOption, intArg, numberArg, option, respacingArg, sanitize, startBackend, timestamp, UsageError, type BackendChoice } from './options.ts';
@@ -29,6 +31,7 @@ interface SampleFlags extends CheckpointFlags, GuidanceFlags {
   readonly seed: number;
   readonly vae?: string;
   readonly out?: string;
+  readonly latentsOut?: string;
   readonly backend: BackendChoice;
 }
 
@@ -54,7 +57,7 @@ export function sampleCommand(program: Command, io: CliIO): Command {
   cmd
     .addOption(option('--class <list>', 'classes to sample: 3,5,7 or all', { defaultText: `all (for 1000 classes: ${IMAGENET_SAMPLE_CLASSES.join(',')}, as DiT's sample.py)`, parse: classListArg }))
     .addOption(option('--count <n>', 'samples per class', { default: 4, parse: intArg(1, 100_000) }))
-    .addOption(option('--batch-size <n>', 'images per sampler call (the noise depends on it)', { default: 16, parse: intArg(1, 100_000) }))
+    .addOption(option('--batch-size <n>', 'images per sampler call (the noise depends on it; a call the wasm heap cannot hold runs in parts, with the same noise)', { default: 16, parse: intArg(1, 100_000) }))
     .addOption(option('--steps <respacing>', 'sampler steps: 250, ddim50, 25,25, … of 1000 diffusion steps', { default: '250', parse: respacingArg }))
     .addOption(option('--sampler <name>', 'ancestral DDPM or DDIM', { defaultText: 'ddim when --steps is ddimN, else ddpm', choices: ['ddpm', 'ddim'] }))
     .addOption(option('--eta <x>', 'DDIM η (0 = deterministic)', { default: 0, parse: numberArg(0, Infinity) }));
@@ -62,50 +65,84 @@ export function sampleCommand(program: Command, io: CliIO): Command {
     .addOption(option('--seed <n>', 'seed of the sampling noise', { default: 0, parse: intArg(0) }))
     .addOption(option('--vae <file>', 'SD VAE (diffusers .safetensors) to decode latents to pixels; needed for latent models', { defaultText: 'none' }))
     .addOption(option('--out <dir>', 'output directory', { defaultText: 'samples/<checkpoint>-<timestamp>' }))
+    .addOption(option('--latents-out <file>', 'also save the raw latents (N, C, H, W) float32: .npy, or .safetensors with their labels; a latent model then needs no --vae', { defaultText: 'none' }))
     .addOption(backendOption())
     .action(async (f: SampleFlags) => runSample(f, io));
   return cmd;
 }
 
+/** What --latents-out writes, by its extension. */
+function latentsFormat(path: string): 'npy' | 'safetensors' {
+  if (path.endsWith('.npy')) return 'npy';
+  if (path.endsWith('.safetensors')) return 'safetensors';
+  throw new UsageError(`--latents-out: expected a file name ending in .npy or .safetensors, got ${path}`);
+}
+
 async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
-  const outDir = f.out ?? join('samples', sanitize(`${basename(resolve(f.ckpt))}-${timestamp()}`));
-  await checkOutputDir('--out', outDir);
+  const latents = f.latentsOut === undefined ? null : { path: f.latentsOut, format: latentsFormat(f.latentsOut) };
+  if (latents !== null) await checkOutputDir('--latents-out', dirname(resolve(latents.path)));
   await startBackend(f.backend);
-  const { model, values } = await loadCheckpointModel(f, io);
-  const c = model.config;
+  // Everything that can be refused is, before the weights load.
+  const c = await checkpointConfig(f, io);
   const classes = resolveClasses(f.class, c.numClasses);
   const guidance = guidanceFrom(f, c);
   const guideChannels = guideChannelsFrom(f, c);
   const vae: Vae | null = f.vae === undefined ? null : await openVae(f.vae);
+  let values: Map<string, tf.Tensor> | undefined;
   try {
     if (vae !== null && c.inChannels !== vae.config.latentChannels) throw new UsageError(`--vae: the VAE decodes ${vae.config.latentChannels}-channel latents, the model makes ${c.inChannels} channels`);
-    const channels = pixelChannels(vae === null ? c.inChannels : vae.config.outChannels, vae === null ? 'the model\'s output' : 'the VAE\'s output');
-    const sampler = compileSampler(model, values, { steps: f.steps, sampler: f.sampler ?? (f.steps.startsWith('ddim') ? 'ddim' : 'ddpm'), eta: f.eta, guidance, guideChannels });
+    // Latents without a decoder are still worth keeping (--latents-out); only the PNGs need pixels.
+    const pngs = vae !== null || latents === null || c.inChannels === 1 || c.inChannels === 3;
+    const channels = pngs ? pixelChannels(vae === null ? c.inChannels : vae.config.outChannels, vae === null ? 'the model\'s output' : 'the VAE\'s output') : null;
+    const outDir = f.out ?? join('samples', sanitize(`${basename(resolve(f.ckpt))}-${timestamp()}`));
+    if (pngs) await checkOutputDir('--out', outDir);
+    const loaded = await loadCheckpointModel(f, io, { inference: true, config: c });
+    values = loaded.values;
+    const sampler = compileSampler(loaded.model, values, {
+      steps: f.steps, sampler: f.sampler ?? (f.steps.startsWith('ddim') ? 'ddim' : 'ddpm'), eta: f.eta, guidance, guideChannels, onNote: (n) => say(io, `note: ${n}`),
+    });
     const labels = Int32Array.from({ length: classes.length * f.count }, (_, i) => classes[i % classes.length]!);
     const K = respacedTables(1000, f.steps).T;
     const batches = Math.ceil(labels.length / f.batchSize);
-    say(io, `sampling ${labels.length} images (${f.count} × classes ${classes.join(',')}) with ${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${K} steps, ${describeGuidance(guidance, guideChannels)} → ${outDir}`);
+    const dest = [pngs ? outDir : null, latents?.path ?? null].filter((d) => d !== null).join(' and ');
+    say(io, `sampling ${labels.length} images (${f.count} × classes ${classes.join(',')}) with ${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${K} steps, ${describeGuidance(guidance, guideChannels)} → ${dest}`);
     const key = keyFromSeed(f.seed);
     const bar = startProgress(io, { label: 'sampling', total: batches * K, unit: 'steps', every: Math.max(1, Math.ceil(K / 4)) });
-    const parts: Float32Array[] = [];
-    let side = c.inputSize;
+    const raw: Float32Array[] = [];
     for (let b = 0; b < batches; b++) {
       const y = labels.subarray(b * f.batchSize, (b + 1) * f.batchSize);
-      const x = sampler.sample(y, foldIn(key, b), (done) => bar.update(b * K + done));
-      const pixels = vae === null ? x : vae.decode(x);
-      if (pixels !== x) x.dispose();
-      side = pixels.shape[2];
-      parts.push((await pixels.data()) as Float32Array);
-      pixels.dispose();
+      const x = sampler.sample(y, foldIn(key, b), (done, total) => bar.update(Math.floor(b * K + (K * done) / total)));
+      raw.push((await x.data()) as Float32Array);
+      x.dispose();
     }
     bar.stop();
     sampler.dispose();
-    const images = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      images.set(p, at);
-      at += p.length;
+    // The model is done: its weights leave the heap before the VAE needs room to decode.
+    tf.dispose([...values.values()]);
+    values = undefined;
+    if (latents !== null) {
+      const shape = [labels.length, c.inChannels, c.inputSize, c.inputSize];
+      const data = concatFloats(raw);
+      if (latents.format === 'npy') await writeNpy(latents.path, data, shape);
+      else {
+        await writeSafetensors(latents.path, {
+          latents: { dtype: 'F32', shape, data },
+          labels: { dtype: 'I32', shape: [labels.length], data: labels },
+        }, { format: 'mdt-ts latents', model: c.variant, steps: f.steps, seed: String(f.seed), guidance: describeGuidance(guidance, guideChannels) });
+      }
+      say(io, `wrote ${latents.path} (${shape.join('×')} float32 latents${latents.format === 'safetensors' ? ' and their labels' : ''}; an SD VAE decodes latents / 0.18215)`);
     }
+    if (channels === null) return;
+    const all = tf.tensor4d(concatFloats(raw), [labels.length, c.inChannels, c.inputSize, c.inputSize]);
+    let pixels: tf.Tensor4D;
+    try {
+      pixels = vae === null ? all.clone() : decodeInParts(vae, all, f.batchSize, (n) => say(io, `note: ${n}`));
+    } finally {
+      all.dispose();
+    }
+    const side = pixels.shape[2];
+    const images = (await pixels.data()) as Float32Array;
+    pixels.dispose();
     await mkdir(outDir, { recursive: true });
     const cols = classes.length <= 32 ? classes.length : Math.ceil(Math.sqrt(labels.length));
     await writePng(join(outDir, 'grid.png'), imageGrid(images, labels.length, channels, side, side, cols));
@@ -116,6 +153,16 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
     say(io, `wrote ${join(outDir, 'grid.png')} (${labels.length} samples, ${cols} columns) and sample-*-class*.png`);
   } finally {
     vae?.dispose();
-    tf.dispose([...values.values()]);
+    if (values !== undefined) tf.dispose([...values.values()]);
   }
+}
+
+function concatFloats(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }

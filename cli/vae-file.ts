@@ -10,6 +10,7 @@ import { compileVae, loadVaeParams, type CompiledVae } from '../compile/vae.ts';
 import { autoencoderKL, type AutoencoderKL } from '../mdt/vae/autoencoder-kl.ts';
 import { downFactor, vaeConfig, type VaeConfig } from '../mdt/vae/config.ts';
 import { UsageError } from './options.ts';
+import { HeapExhaustedError } from '../runtime/heap.ts';
 
 export interface Vae {
   readonly config: VaeConfig;
@@ -72,4 +73,32 @@ export async function openVae(path: string): Promise<Vae> {
       tf.dispose([...values.values()]);
     },
   };
+}
+
+/**
+ * The VAE's images of `latents`, `size` at a time, halving the part whenever the wasm heap cannot
+ * hold it (a 256×256 decode takes ~0.25 GiB per image and activation); the result is the caller's.
+ */
+export function decodeInParts(vae: Vae, latents: tf.Tensor4D, size: number, onNote: (text: string) => void): tf.Tensor4D {
+  const n = latents.shape[0];
+  const parts: tf.Tensor4D[] = [];
+  try {
+    for (let from = 0; from < n;) {
+      const to = Math.min(n, from + size);
+      const part = tf.slice(latents, [from, 0, 0, 0], [to - from, -1, -1, -1]);
+      try {
+        parts.push(vae.decode(part));
+        from = to;
+      } catch (e) {
+        if (!(e instanceof HeapExhaustedError) || to - from === 1) throw e;
+        size = Math.ceil((to - from) / 2);
+        onNote(`decoding ${to - from} latents at once: ${e.message}; decoding ${size} at a time`);
+      } finally {
+        part.dispose();
+      }
+    }
+    return parts.length === 1 ? parts.pop()! : (tf.concat(parts, 0) as tf.Tensor4D);
+  } finally {
+    tf.dispose(parts);
+  }
 }

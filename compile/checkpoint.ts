@@ -17,12 +17,15 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ioError, tempPath, writeFileAtomic } from '../formats/atomic-write.ts';
-import { openSafetensors, readSafetensors, writeSafetensors, type StTensor } from '../formats/safetensors.ts';
+import { openSafetensors, writeSafetensors, type StTensor } from '../formats/safetensors.ts';
 import { openTorchCheckpoint } from '../formats/torch-pt.ts';
 import type { ModelConfig } from '../mdt/config.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
-import { paramsFromStateDict, stateDictFromParams } from './weights.ts';
+import { paramsFromStateDict, stateDictFromParams, streamParams, type TensorSource } from './weights.ts';
 import type { Trainer } from './train.ts';
+import { numel } from '../dsl/shape.ts';
+import { formatBytes } from '../runtime/bytes.ts';
+import { heapStatus } from '../runtime/heap.ts';
 
 export interface CheckpointFile {
   readonly bytes: number;
@@ -81,17 +84,15 @@ export async function readJsonFile(path: string, what: string): Promise<unknown>
   }
 }
 
-/**
- * Where a state dict holds NaN or ±Inf: null when nowhere, else a sentence naming the tensors
- * (the first few) and how many of their values.
- */
-export function nonFiniteReport(sd: ReadonlyMap<string, StTensor>): string | null {
-  const bad: string[] = [];
-  let floats = 0;
-  for (const [key, t] of sd) {
+/** Counts NaN and ±Inf per tensor as tensors come, for one report over all of them. */
+export class NonFiniteTally {
+  private readonly bad: string[] = [];
+  private floats = 0;
+
+  add(key: string, t: StTensor): void {
     const d = t.data;
-    if (!(d instanceof Float32Array || d instanceof Float64Array)) continue;
-    floats++;
+    if (!(d instanceof Float32Array || d instanceof Float64Array)) return;
+    this.floats++;
     let nan = 0;
     let inf = 0;
     for (let i = 0; i < d.length; i++) {
@@ -102,11 +103,26 @@ export function nonFiniteReport(sd: ReadonlyMap<string, StTensor>): string | nul
         else inf++;
       }
     }
-    if (nan + inf > 0) bad.push(`${key} (${[nan > 0 ? `${nan} NaN` : '', inf > 0 ? `${inf} ±Inf` : ''].filter((s) => s !== '').join(', ')} of ${d.length})`);
+    if (nan + inf > 0) this.bad.push(`${key} (${[nan > 0 ? `${nan} NaN` : '', inf > 0 ? `${inf} ±Inf` : ''].filter((s) => s !== '').join(', ')} of ${d.length})`);
   }
-  if (bad.length === 0) return null;
-  const shown = 6;
-  return `non-finite values in ${bad.length} of ${floats} tensors: ${bad.slice(0, shown).join(', ')}${bad.length > shown ? `, … (${bad.length - shown} more)` : ''}`;
+
+  /** null when every tensor was finite, else a sentence naming the tensors (the first few) and how many of their values. */
+  report(): string | null {
+    if (this.bad.length === 0) return null;
+    const shown = 6;
+    const { bad } = this;
+    return `non-finite values in ${bad.length} of ${this.floats} tensors: ${bad.slice(0, shown).join(', ')}${bad.length > shown ? `, … (${bad.length - shown} more)` : ''}`;
+  }
+}
+
+/**
+ * Where a state dict holds NaN or ±Inf: null when nowhere, else a sentence naming the tensors
+ * (the first few) and how many of their values.
+ */
+export function nonFiniteReport(sd: ReadonlyMap<string, StTensor>): string | null {
+  const tally = new NonFiniteTally();
+  for (const [key, t] of sd) tally.add(key, t);
+  return tally.report();
 }
 
 function assertFinite(sd: ReadonlyMap<string, StTensor>, where: string): void {
@@ -240,8 +256,8 @@ interface StateDictFile {
   readonly metadata: Record<string, string>;
 }
 
-/** A checkpoint's file after checking it against meta.json (size, hash) and for non-finite values. */
-async function verifiedStateDict(dir: string, file: string, meta: CheckpointMeta): Promise<StateDictFile> {
+/** The path of a checkpoint's file, after checking it against meta.json (size, hash). */
+async function checkedFile(dir: string, file: string, meta: CheckpointMeta): Promise<string> {
   const path = join(dir, file);
   if (!existsSync(path)) throw new InvalidCheckpointError(`${path} is missing`);
   const want = meta.files?.[file];
@@ -250,6 +266,12 @@ async function verifiedStateDict(dir: string, file: string, meta: CheckpointMeta
     if (got.bytes !== want.bytes) throw new InvalidCheckpointError(`${path} is ${got.bytes} bytes, meta.json records ${want.bytes} (truncated or overwritten)`);
     if (got.sha256 !== want.sha256) throw new InvalidCheckpointError(`${path} does not match the SHA-256 in meta.json (the file is corrupt)`);
   }
+  return path;
+}
+
+/** A checkpoint's file after checking it against meta.json (size, hash) and for non-finite values. */
+async function verifiedStateDict(dir: string, file: string, meta: CheckpointMeta): Promise<StateDictFile> {
+  const path = await checkedFile(dir, file, meta);
   const tensors = new Map<string, StTensor>();
   let metadata: Record<string, string>;
   try {
@@ -355,37 +377,104 @@ async function freeName(path: string): Promise<string> {
   }
 }
 
+/** How to pick the weights of a file that holds several sets. */
+export interface WeightSourceOptions {
+  /** A .pt's top-level key that holds the state dict (default: 'ema' when present, as the official sample scripts). */
+  readonly key?: string;
+}
+
+/** A state dict file's tensors, each read when asked, with what a user should know about the choice. */
+export interface StateDictSource {
+  readonly tensors: ReadonlyMap<string, TensorSource>;
+  /** Sentences: which wrapped state dict was taken, a stripped `module.` prefix. */
+  readonly notes: readonly string[];
+  close(): Promise<void>;
+}
+
+const DDP_PREFIX = 'module.';
+
+/** A DDP-wrapped model's state dict (every key under `module.`) under the model's own keys. */
+function unwrapDdp(tensors: Map<string, TensorSource>, notes: string[]): Map<string, TensorSource> {
+  if (tensors.size === 0 || ![...tensors.keys()].every((k) => k.startsWith(DDP_PREFIX))) return tensors;
+  notes.push(`every key starts with '${DDP_PREFIX}' (a state dict saved from a DistributedDataParallel-wrapped model); stripped it`);
+  return new Map([...tensors].map(([k, t]) => [k.slice(DDP_PREFIX.length), t]));
+}
+
 /**
- * Weights for inference from any of: a run directory (its latest checkpoint), a checkpoint
- * directory, a `.safetensors` state dict, or an official PyTorch `.pt` file. Returns the EMA
- * weights where there are some (what the official sampling uses), unless `which` says otherwise.
- * A checkpoint's file is checked against its meta.json; non-finite values are an error naming
- * the tensors (they would sample a black or noise grid without a word).
+ * Opens the state dict `path` names — a run directory (its latest checkpoint), a checkpoint
+ * directory, a `.safetensors` file or an official PyTorch `.pt` file — without reading any
+ * tensor. A checkpoint's file is first checked against its meta.json (size, SHA-256).
  */
-export async function loadWeights(path: string, model: DiffusionModel, which: 'ema' | 'model' = 'ema'): Promise<Map<string, tf.Tensor>> {
+export async function openStateDict(path: string, which: 'ema' | 'model' = 'ema', opts: WeightSourceOptions = {}): Promise<StateDictSource> {
   if (!existsSync(path)) throw new Error(`no checkpoint at ${path}`);
-  const opts = { strict: false } as const;
+  const notes: string[] = [];
+  const fromSafetensors = async (file: string): Promise<StateDictSource> => {
+    const f = await openSafetensors(file);
+    const tensors = new Map([...f.entries].map(([k, e]): [string, TensorSource] => [k, { shape: e.shape, read: (scratch) => f.read(k, scratch) }]));
+    return { tensors: unwrapDdp(tensors, notes), notes, close: () => f.close() };
+  };
   if (statSync(path).isDirectory()) {
     const dir = await resolveCheckpointDir(path);
-    return paramsFromStateDict(model.params, (await verifiedStateDict(dir, `${which}.safetensors`, await readCheckpointMeta(dir))).tensors, opts);
+    return fromSafetensors(await checkedFile(dir, `${which}.safetensors`, await readCheckpointMeta(dir)));
   }
-  if (path.endsWith('.safetensors')) {
-    const sd = await readSafetensors(path);
-    assertFinite(sd, path);
-    return paramsFromStateDict(model.params, sd, opts);
-  }
+  if (path.endsWith('.safetensors')) return fromSafetensors(path);
   if (path.endsWith('.pt') || path.endsWith('.pth')) {
-    const ckpt = await openTorchCheckpoint(path, { prefer: which });
-    try {
-      const sd = new Map<string, StTensor>();
-      // Only the model's keys are read: an unused extra entry (even a huge broadcast view) costs
-      // nothing, and a broadcast view the model does use is bounded by the model's own shape.
-      for (const ref of ckpt.tensors) if (ref.key in model.params) sd.set(ref.key, await ref.read({ expandViews: true }));
-      assertFinite(sd, path);
-      return paramsFromStateDict(model.params, sd, opts);
-    } finally {
-      await ckpt.close();
+    const ckpt = await openTorchCheckpoint(path, { prefer: which, ...(opts.key === undefined ? {} : { key: opts.key }) });
+    if (ckpt.wrapperKey !== null) {
+      const others = Object.keys(ckpt.extra);
+      notes.push(`using the state dict under '${ckpt.wrapperKey}'${others.length > 0 ? ` (the file also holds ${others.map((k) => `'${k}'`).join(', ')}; --key chooses)` : ''}`);
     }
+    // A broadcast view is read at the model's own shape, which bounds it.
+    const tensors = new Map(ckpt.tensors.map((ref): [string, TensorSource] => [ref.key, { shape: ref.shape, read: (scratch) => ref.read({ expandViews: true, ...(scratch === undefined ? {} : { scratch }) }) }]));
+    return { tensors: unwrapDdp(tensors, notes), notes, close: () => ckpt.close() };
   }
   throw new Error(`${basename(path)}: expected a run or checkpoint directory, a .safetensors or a .pt file (in ${dirname(path)})`);
+}
+
+/** Refuses, before reading anything, weights that the wasm heap (runtime/heap.ts) cannot hold. */
+function checkHeapRoom(path: string, bytes: number): void {
+  const heap = heapStatus();
+  if (heap === null || heap.used + bytes <= heap.limit) return;
+  throw new Error(
+    `${path}: the weights take ${formatBytes(bytes)}, more than the ${formatBytes(heap.limit - heap.used)} free of the wasm heap's ${formatBytes(heap.limit)}; ` +
+    'use a backend without this limit (--backend cpu, or tensorflow when tfjs-node is installed)',
+  );
+}
+
+export interface LoadWeightsOptions extends WeightSourceOptions {
+  /** Only what sampling reads: the train-only parameters (side block, mask token) are not loaded. */
+  readonly inference?: boolean;
+  /** Receives the notes of openStateDict. */
+  readonly onNote?: (text: string) => void;
+}
+
+/**
+ * Weights for `model` from whatever openStateDict opens: the EMA weights where there are some
+ * (what the official sampling uses), unless `which` (a checkpoint's, or the .pt wrapper key tried
+ * first) or `key` say otherwise. Tensors are read one
+ * at a time straight into their tf.Tensors (the peak is the weights plus the largest tensor).
+ * Non-finite values are an error naming the tensors (they would sample a black or noise grid
+ * without a word).
+ */
+export async function loadWeights(path: string, model: DiffusionModel, which: 'ema' | 'model' = 'ema', opts: LoadWeightsOptions = {}): Promise<Map<string, tf.Tensor>> {
+  const sd = await openStateDict(path, which, opts);
+  try {
+    for (const n of sd.notes) opts.onNote?.(`${basename(path)}: ${n}`);
+    const include = opts.inference ? (k: string) => !model.params[k]!.trainOnly : () => true;
+    checkHeapRoom(path, [...sd.tensors].filter(([k]) => k in model.params && include(k)).reduce((a, [, t]) => a + 4 * numel(t.shape), 0));
+    const finite = new NonFiniteTally();
+    const values = await streamParams(model.params, sd.tensors, {
+      strict: false,
+      include,
+      onRead: (k, t) => finite.add(k, t),
+    });
+    const report = finite.report();
+    if (report !== null) {
+      tf.dispose([...values.values()]);
+      throw new NonFiniteError(`${path}: ${report}`);
+    }
+    return values;
+  } finally {
+    await sd.close();
+  }
 }

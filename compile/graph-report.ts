@@ -13,6 +13,7 @@
  * Counts are for the whole graph at its batch: a CFG sampling step runs 2·batch rows.
  */
 import { keyFromSeed } from '../dsl/random.ts';
+import { formatBytes } from '../runtime/bytes.ts';
 import { gridSize } from '../mdt/config.ts';
 import { lenKeepV1, planShapes, randomMasking } from '../mdt/masking.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
@@ -328,18 +329,6 @@ export function graphReport(model: DiffusionModel, mode: ReportMode, opts: Graph
 // ---- text ----
 
 const num = (v: number) => v.toLocaleString('en-US');
-
-export function formatBytes(b: number): string {
-  if (b < 1024) return `${b} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = b / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
-}
 
 /** Rows as columns: the first left-aligned, the others right-aligned; a rule after the header and before `footer`. */
 export function table(head: readonly string[], body: readonly (readonly string[])[], footer: readonly (readonly string[])[] = []): string {

@@ -12,6 +12,9 @@ import type { GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
 import { jit, type Jitted } from './trace.ts';
 import { needsStepNoise, stepProgram, type StepOptions } from './model-graph.ts';
+import { fitImages } from './step-memory.ts';
+import { formatBytes } from '../runtime/bytes.ts';
+import { HeapExhaustedError, heapStatus } from '../runtime/heap.ts';
 
 export interface SamplerOptions {
   /** Respacing: "250" (DDPM default), "ddim25", "25,25", … */
@@ -23,10 +26,16 @@ export interface SamplerOptions {
   /** 'first3': the official (DiT-inherited) 3 of 4 latent channels; 'all' guides every channel. */
   readonly guideChannels?: 'first3' | 'all';
   readonly diffusionSteps?: number;
+  /** Told when a batch is sampled in parts to fit the wasm heap (one line). */
+  readonly onNote?: (text: string) => void;
 }
 
 export interface Sampler {
-  /** Samples one image per label; the result is the caller's, (B, C, H, W). */
+  /**
+   * Samples one image per label; the result is the caller's, (B, C, H, W). On the wasm backend a
+   * batch whose step does not fit in the heap is run in parts (compile/step-memory.ts), each with
+   * its rows of the whole batch's noise: the images do not depend on the split.
+   */
   sample(labels: Int32Array, key: Key, progress?: (done: number, total: number) => void): tf.Tensor4D;
   dispose(): void;
 }
@@ -92,31 +101,95 @@ export function sampleLoop(run: StepRunner, tables: DiffusionTables, shape: [num
   return x;
 }
 
+/**
+ * `noise` as a batch of `rows` rows of `per` values each sees it, taking only rows `ranges`
+ * [from, to) of it: a part of a split batch gets exactly the noise its rows have in the whole.
+ */
+export function rowsOfNoise(noise: NoiseSource, rows: number, per: number, ranges: readonly (readonly [number, number])[]): NoiseSource {
+  const size = ranges.reduce((a, [from, to]) => a + (to - from) * per, 0);
+  const pick = (all: Float32Array, n: number): Float32Array => {
+    if (n !== size) throw new Error(`rowsOfNoise: asked for ${n} values, the rows hold ${size}`);
+    const out = new Float32Array(size);
+    let at = 0;
+    for (const [from, to] of ranges) {
+      out.set(all.subarray(from * per, to * per), at);
+      at += (to - from) * per;
+    }
+    return out;
+  };
+  return {
+    initial: (n) => pick(noise.initial(rows * per), n),
+    step: (k, n) => pick(noise.step(k, rows * per), n),
+  };
+}
+
 export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string, tf.Tensor>, opts: SamplerOptions): Sampler {
   const c = model.config;
   const T = opts.diffusionSteps ?? 1000;
   const tables = respacedTables(T, opts.steps);
   const guidance = opts.guidance === null ? null : { schedule: opts.guidance, channels: opts.guideChannels ?? 'first3', T, inChannels: c.inChannels };
   const compiled = compileStep(model, values, tables, { sampler: opts.sampler, eta: opts.eta ?? 0, guidance });
+  const sample: [number, number, number] = [c.inChannels, c.inputSize, c.inputSize];
+  const per = sample[0] * sample[1] * sample[2];
+  // CFG runs 2B rows: [labels; null], the guided step keeps both halves' inputs identical.
+  const rowsOf = (images: number) => (guidance === null ? images : 2 * images);
+  /** Images [from, to) of a batch of b, from the whole batch's noise; the result is the caller's. */
+  const run = (labels: Int32Array, from: number, to: number, noise: NoiseSource, progress: (done: number) => void): tf.Tensor4D => {
+    const b = labels.length;
+    const part = labels.subarray(from, to);
+    const n = to - from;
+    const y = guidance === null ? part : Int32Array.from([...part, ...new Array<number>(n).fill(c.numClasses)]);
+    const ranges: [number, number][] = guidance === null ? [[from, to]] : [[from, to], [b + from, b + to]];
+    const partNoise = rowsOfNoise(noise, rowsOf(b), per, ranges);
+    const runner = stepRunner(compiled, y, partNoise);
+    try {
+      const out = sampleLoop(runner.run, tables, [y.length, ...sample], partNoise, progress);
+      if (guidance === null) return out;
+      const first = tf.slice(out, [0, 0, 0, 0], [n, -1, -1, -1]);
+      out.dispose();
+      return first;
+    } finally {
+      runner.dispose();
+    }
+  };
   return {
     sample(labels, key, progress) {
       for (const y of labels) if (!(Number.isInteger(y) && y >= 0 && y < c.numClasses)) throw new Error(`sample: class ${y} is out of range [0, ${c.numClasses - 1}]`);
       const b = labels.length;
-      // CFG runs 2B rows: [labels; null], the guided step keeps both halves' inputs identical.
-      const y = guidance === null ? labels : Int32Array.from([...labels, ...new Array<number>(b).fill(c.numClasses)]);
-      const shape: [number, number, number, number] = [y.length, c.inChannels, c.inputSize, c.inputSize];
       const noise = noiseFromKey(key);
-      const runner = stepRunner(compiled, y, noise);
+      const heap = heapStatus();
+      let size = b;
+      if (heap !== null) {
+        const fit = fitImages(compiled, b, rowsOf, sample, heap);
+        size = fit.images;
+        if (size < b) opts.onNote?.(`a step of ${b} images needs ${formatBytes(fit.whole)}, the wasm heap has ${formatBytes(fit.free)} free: sampling them ${size} at a time (the same noise, so the same images)`);
+      }
+      const parts: tf.Tensor4D[] = [];
       try {
-        const out = sampleLoop(runner.run, tables, shape, noise, progress);
-        if (guidance === null) return out;
-        const first = tf.slice(out, [0, 0, 0, 0], [b, -1, -1, -1]);
-        out.dispose();
-        return first;
+        for (let from = 0; from < b;) {
+          const to = Math.min(b, from + size);
+          const before = from;
+          try {
+            parts.push(run(labels, from, to, noise, (done) => progress?.(before * tables.T + (to - before) * done, b * tables.T)));
+            from = to;
+          } catch (e) {
+            // The estimate missed (kernel buffers, a fragmented heap): the heap is intact, so halve and redo this part.
+            if (!(e instanceof HeapExhaustedError) || to - from === 1) throw heapError(e, to - from);
+            size = Math.max(1, Math.floor((to - from) / 2));
+            opts.onNote?.(`${e.message}; sampling ${size} images at a time from here`);
+          }
+        }
+        return parts.length === 1 ? parts.pop()! : (tf.concat(parts, 0) as tf.Tensor4D);
       } finally {
-        runner.dispose();
+        tf.dispose(parts);
       }
     },
     dispose: () => compiled.step.dispose(),
   };
+}
+
+/** A heap exhaustion on a single image names what to do; anything else as it is. */
+function heapError(e: unknown, images: number): unknown {
+  if (!(e instanceof HeapExhaustedError)) return e;
+  return new Error(`sampling ${images} image${images === 1 ? '' : 's'} at a time: ${e.message}; use a backend without this limit (--backend cpu, or tensorflow when tfjs-node is installed)`);
 }

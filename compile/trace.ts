@@ -48,9 +48,14 @@ export function trace(fn: Program, specs: Readonly<Record<string, InputSpec>>): 
   return graph.finish();
 }
 
+/** The shape signature of input specs: names, shapes and dtypes (kinds aside). */
+export function specsSignature(specs: Readonly<Record<string, InputSpec>>): string {
+  return Object.entries(specs).map(([k, t]) => `${k}:${t.dtype}[${t.shape.join(',')}]`).sort().join(';');
+}
+
 /** The shape signature of a call: names, shapes and dtypes of what it is given. */
 export function signature(inputs: ReadonlyMap<string, tf.Tensor>): string {
-  return [...inputs].map(([k, t]) => `${k}:${t.dtype}[${t.shape.join(',')}]`).sort().join(';');
+  return specsSignature(specsOf(inputs));
 }
 
 export function specsOf(inputs: ReadonlyMap<string, tf.Tensor>, kind: (name: string) => InputKind = () => 'data'): Record<string, InputSpec> {
@@ -62,24 +67,39 @@ export interface Jitted {
   (inputs: ReadonlyMap<string, tf.Tensor>): Map<string, tf.Tensor>;
   /** The executable for a signature, compiling it if needed. */
   executable(inputs: ReadonlyMap<string, tf.Tensor>): Executable;
+  /** The optimised graph for inputs of these specs, traced without running anything (kept for the executable). */
+  graph(specs: Readonly<Record<string, InputSpec>>): Graph;
   dispose(): void;
 }
 
 /** A program compiled per shape signature of its inputs (MDTv2's varying kept-token count gets one per length). */
 export function jit(fn: Program, build: (g: Graph) => Graph = optimize): Jitted {
   const cache = new Map<string, Executable>();
+  // Graphs asked for before their executable (a memory estimate); lowering takes them.
+  const graphs = new Map<string, Graph>();
+  const graph = (specs: Readonly<Record<string, InputSpec>>): Graph => {
+    const key = specsSignature(specs);
+    let g = graphs.get(key);
+    if (g === undefined) graphs.set(key, (g = build(trace(fn, specs))));
+    return g;
+  };
   const executable = (inputs: ReadonlyMap<string, tf.Tensor>): Executable => {
     const key = signature(inputs);
     let exe = cache.get(key);
-    if (exe === undefined) cache.set(key, (exe = lower(build(trace(fn, specsOf(inputs))))));
+    if (exe === undefined) {
+      cache.set(key, (exe = lower(graph(specsOf(inputs)))));
+      graphs.delete(key);
+    }
     return exe;
   };
   const run = (inputs: ReadonlyMap<string, tf.Tensor>) => executable(inputs).run(inputs);
   return Object.assign(run, {
     executable,
+    graph,
     dispose: () => {
       for (const e of cache.values()) e.dispose();
       cache.clear();
+      graphs.clear();
     },
   });
 }

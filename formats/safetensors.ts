@@ -23,7 +23,8 @@ export interface StHeaderEntry {
 export interface StFile {
   readonly entries: ReadonlyMap<string, StHeaderEntry>;
   readonly metadata: Readonly<Record<string, string>>;
-  read(name: string): Promise<StTensor>;
+  /** With `scratch`, the data is a view on it (valid until the next read into it) when it fits. */
+  read(name: string, scratch?: ArrayBuffer): Promise<StTensor>;
   close(): Promise<void>;
 }
 /** The dtypes this module writes; half precision must be widened by the caller first. */
@@ -113,14 +114,19 @@ export function widenHalf(bits: Uint16Array, dtype: 'F16' | 'BF16'): Float32Arra
   return new Float32Array(out.buffer);
 }
 
-/** Allocates the array a tensor of `dtype` is stored in on disk (half types as raw 16-bit words). */
-export function allocStored(dtype: StDtype, numel: number): StData | Uint16Array {
+/**
+ * The array a tensor of `dtype` is stored in on disk (half types as raw 16-bit words): a view on
+ * `scratch` when given and large enough (the caller reuses it, so nothing is allocated per
+ * tensor), else a new one.
+ */
+export function allocStored(dtype: StDtype, numel: number, scratch?: ArrayBuffer): StData | Uint16Array {
+  const on = scratch !== undefined && numel * ITEM_SIZE[dtype] <= scratch.byteLength ? scratch : undefined;
   return match(dtype)
-    .with('F32', () => new Float32Array(numel))
-    .with('F64', () => new Float64Array(numel))
-    .with('I64', () => new BigInt64Array(numel))
-    .with('I32', () => new Int32Array(numel))
-    .with('F16', 'BF16', () => new Uint16Array(numel))
+    .with('F32', () => (on ? new Float32Array(on, 0, numel) : new Float32Array(numel)))
+    .with('F64', () => (on ? new Float64Array(on, 0, numel) : new Float64Array(numel)))
+    .with('I64', () => (on ? new BigInt64Array(on, 0, numel) : new BigInt64Array(numel)))
+    .with('I32', () => (on ? new Int32Array(on, 0, numel) : new Int32Array(numel)))
+    .with('F16', 'BF16', () => (on ? new Uint16Array(on, 0, numel) : new Uint16Array(numel)))
     .exhaustive();
 }
 
@@ -271,11 +277,11 @@ function makeStFile(
   return {
     entries,
     metadata,
-    async read(name: string): Promise<StTensor> {
+    async read(name: string, scratch?: ArrayBuffer): Promise<StTensor> {
       if (closed) throw new Error(`safetensors ${path}: read('${name}') after close()`);
       const e = entries.get(name);
       if (!e) throw new Error(`safetensors ${path}: no tensor named '${name}' (the file has ${entries.size} tensors)`);
-      const stored = allocStored(e.dtype, (e.end - e.begin) / ITEM_SIZE[e.dtype]);
+      const stored = allocStored(e.dtype, (e.end - e.begin) / ITEM_SIZE[e.dtype], scratch);
       await readExactlyAt(handle, bytesOf(stored), dataStart + e.begin, `safetensors ${path}, tensor '${name}'`);
       return { dtype: e.dtype, shape: [...e.shape], data: fromStored(e.dtype, stored) };
     },

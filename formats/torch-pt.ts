@@ -11,12 +11,14 @@ import {
 import type { StData, StDtype, StTensor, StTensorSource, StWritableDtype } from './safetensors.ts';
 import { openZip } from './torch-pt/zip.ts';
 import type { ZipArchive, ZipEntry } from './torch-pt/zip.ts';
-import { PyDict, PyGlobal, PyTuple, StorageRef, TensorRef, describePy, unpickle } from './torch-pt/pickle.ts';
+import { PyDict, PyGlobal, PyRecord, PyTuple, StorageRef, TensorRef, describePy, unpickle } from './torch-pt/pickle.ts';
 import type { PyValue } from './torch-pt/pickle.ts';
 
 export interface ReadTensorOptions {
   /** Materialise a broadcast view (see `PtTensorRef.broadcast`) instead of refusing it. */
   expandViews?: boolean;
+  /** Read into this buffer when it is large enough (the data is then a view on it, valid until the next read into it). */
+  scratch?: ArrayBuffer;
 }
 export interface PtTensorRef {
   key: string;
@@ -48,6 +50,8 @@ export interface TorchCheckpoint {
 export interface OpenTorchOptions {
   /** Which wrapped state_dict to take first when a checkpoint holds several (default 'ema', as DiT/MDT sampling does). */
   prefer?: 'ema' | 'model';
+  /** The top-level key holding the state_dict (overrides `prefer`; an error lists the keys when it holds none). */
+  key?: string;
   /** Limit on the pickle's object graph in slots (default MAX_PICKLE_SLOTS; see `unpickle`). */
   maxPickleSlots?: number;
   /** Most bytes one tensor's read() may return, or fetch from its storage (default MAX_TENSOR_BYTES). */
@@ -84,6 +88,7 @@ const MAX_EXTRA_DEPTH = 32;
  * object graph: `[L]*10` nested 30 deep takes 300 steps, not 10^30.
  */
 function toPlain(v: PyValue, seen: Set<PyValue>, depth = 0): unknown {
+  if (v instanceof PyRecord) return toPlain(recordDict(v), seen, depth);
   if (!(v instanceof PyDict || v instanceof PyTuple || Array.isArray(v))) {
     return v instanceof TensorRef || v instanceof StorageRef || v instanceof PyGlobal ? `<${describePy(v)}>` : v;
   }
@@ -95,23 +100,44 @@ function toPlain(v: PyValue, seen: Set<PyValue>, depth = 0): unknown {
   return (v instanceof PyTuple ? v.items : v).map(inner);
 }
 
+/** A record as the dict `vars()` gives, with its class under `__class__`. */
+function recordDict(r: PyRecord): PyDict {
+  const d = new PyDict(true);
+  d.map.set('__class__', r.qualname);
+  for (const [k, x] of r.fields) d.map.set(k, x);
+  return d;
+}
+
 function keyList(d: PyDict): string {
   return [...d.map.keys()].map((k) => (typeof k === 'string' ? `'${k}'` : describePy(k))).join(', ');
 }
 
-/** Finds the tensor dict: the root itself, or the first wrapper key (in preference order) holding one. */
-function findStateDict(root: PyValue, prefer: 'ema' | 'model', path: string): { dict: PyDict; wrapperKey: string | null; extra: Record<string, unknown> } {
-  if (isStateDict(root)) return { dict: root, wrapperKey: null, extra: {} };
+/**
+ * Finds the tensor dict: the root itself, the top-level entry `key` when given, else the first
+ * wrapper key (in preference order) holding one.
+ */
+function findStateDict(root: PyValue, prefer: 'ema' | 'model', path: string, key?: string): { dict: PyDict; wrapperKey: string | null; extra: Record<string, unknown> } {
+  if (isStateDict(root) && key === undefined) return { dict: root, wrapperKey: null, extra: {} };
   if (!(root instanceof PyDict)) {
     throw new Error(`${path}: no state_dict found: the checkpoint holds a ${describePy(root)}, expected a dict of tensors or a dict wrapping one`);
   }
-  const order = prefer === 'model' ? [...WRAPPER_KEYS.filter((k) => k !== 'ema'), 'ema'] : WRAPPER_KEYS;
-  for (const key of order) {
+  if (key !== undefined) {
     const candidate = root.map.get(key);
+    if (candidate === undefined || !isStateDict(candidate)) {
+      const holding = [...root.map].filter(([, v]) => isStateDict(v)).map(([k]) => (typeof k === 'string' ? `'${k}'` : describePy(k)));
+      throw new Error(
+        `${path}: ${candidate === undefined ? `has no top-level key '${key}'` : `'${key}' holds a ${describePy(candidate)}, not a dict of tensors`}; ` +
+        `the top-level dict has keys [${keyList(root)}]${holding.length > 0 ? `, of which ${holding.join(', ')} hold${holding.length === 1 ? 's' : ''} a state_dict` : ''}`,
+      );
+    }
+  }
+  const order = key !== undefined ? [key] : prefer === 'model' ? [...WRAPPER_KEYS.filter((k) => k !== 'ema'), 'ema'] : WRAPPER_KEYS;
+  for (const name of order) {
+    const candidate = root.map.get(name);
     if (candidate !== undefined && isStateDict(candidate)) {
       const seen = new Set<PyValue>();
-      const extra = Object.fromEntries([...root.map].filter(([k]) => k !== key).map(([k, v]) => [String(k), toPlain(v, seen)]));
-      return { dict: candidate, wrapperKey: key, extra };
+      const extra = Object.fromEntries([...root.map].filter(([k]) => k !== name).map(([k, v]) => [String(k), toPlain(v, seen)]));
+      return { dict: candidate, wrapperKey: name, extra };
     }
   }
   throw new Error(
@@ -219,7 +245,7 @@ function tensorRef(a: Archive, key: string, t: TensorRef, maxBytes: number): PtT
     checkReadable,
     async read(opts?: ReadTensorOptions): Promise<StTensor> {
       checkReadable(opts);
-      const span = allocStored(dtype, extent);
+      const span = allocStored(dtype, extent, opts?.scratch);
       const bytes = bytesOf(span);
       const start = (await a.zip.dataOffset(entry)) + t.offset * stItemSize(dtype);
       await readExactlyAt(a.handle, bytes, start, `${a.path}, tensor '${key}'`);
@@ -264,7 +290,7 @@ export async function openTorchCheckpoint(path: string, opts: OpenTorchOptions =
     await readExactlyAt(handle, pickleBytes, await zip.dataOffset(pkl), `${path}: ${pkl.name}`);
     if (crc32(pickleBytes) !== pkl.crc32) throw new Error(`${path}: ${pkl.name} fails its CRC check; the file is corrupt`);
     const root = unpickle(pickleBytes, `${path}: ${pkl.name}`, { maxSlots: opts.maxPickleSlots });
-    const { dict, wrapperKey, extra } = findStateDict(root, opts.prefer ?? 'ema', path);
+    const { dict, wrapperKey, extra } = findStateDict(root, opts.prefer ?? 'ema', path, opts.key);
     const maxBytes = opts.maxTensorBytes ?? MAX_TENSOR_BYTES;
     const tensors = [...dict.map].map(([k, t]) => tensorRef(archive, k as string, t as TensorRef, maxBytes));
     let closed = false;

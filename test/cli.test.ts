@@ -8,17 +8,14 @@ import type { Command } from 'commander';
 import { buildProgram } from '../cli/main.ts';
 import { cli } from './cli-capture.ts';
 import { TRAIN_DEFAULTS } from '../cli/train.ts';
-import { readSafetensors, writeSafetensors } from '../formats/safetensors.ts';
-import { keyFromSeed } from '../dsl/random.ts';
-import { initParams } from '../compile/init.ts';
-import { stateDictFromParams } from '../compile/weights.ts';
+import { readSafetensors } from '../formats/safetensors.ts';
 import { startBackend } from '../cli/options.ts';
 import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
-import type { ParamDecls } from '../dsl/param.ts';
 import { autoencoderKL } from '../mdt/vae/autoencoder-kl.ts';
 import { vaeConfig } from '../mdt/vae/config.ts';
 import { encodePng } from '../mdt/viz/png.ts';
+import { rgbPng, writeRandomStateDict } from './cli-fixtures.ts';
 
 const FIXTURES = '/work/shared/fixtures';
 
@@ -173,16 +170,6 @@ test('the bin shim runs the CLI and exits 2 on a usage error', () => {
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /argument 'best' is invalid\. Allowed choices are ema, model/);
 });
-
-/** Random weights of `decls` as a bare .safetensors state dict (like a converted official file). */
-async function writeRandomStateDict(path: string, decls: ParamDecls, seed: number): Promise<void> {
-  const values = initParams(decls, keyFromSeed(seed));
-  await writeSafetensors(path, await stateDictFromParams(decls, values), { format: 'pt' });
-  for (const v of values.values()) v.dispose();
-}
-
-const rgbPng = (side: number, f: (x: number, y: number, c: number) => number) =>
-  encodePng({ width: side, height: side, channels: 3, data: Uint8Array.from({ length: side * side * 3 }, (_, i) => f(Math.floor(i / 3) % side, Math.floor(i / 3 / side), i % 3)) });
 
 test('latent models: encode a folder, then sample and inpaint through --vae', async (t) => {
   await startBackend('auto');

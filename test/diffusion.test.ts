@@ -599,7 +599,7 @@ function oracleStep(target: tf.Tensor4D, tables: DiffusionTables, o: StepOptions
       outs.delete('t');
       return outs;
     },
-    { executable: inner.executable, dispose: inner.dispose },
+    { executable: inner.executable, graph: inner.graph, dispose: inner.dispose },
   );
   return { step, options: o, weights: new Map([['target', target]]) };
 }

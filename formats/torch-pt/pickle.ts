@@ -22,9 +22,17 @@ export class StorageRef {
 export class TensorRef {
   constructor(readonly storage: StorageRef, readonly offset: number, readonly size: readonly number[], readonly stride: readonly number[]) {}
 }
+/**
+ * An instance of an inert record class (`argparse.Namespace`, which training scripts save as
+ * `args`): its class name and the attribute dict BUILD gave it. Nothing is constructed or called.
+ */
+export class PyRecord {
+  readonly fields = new Map<string, PyValue>();
+  constructor(readonly qualname: string) {}
+}
 export type PyValue =
   | null | boolean | number | bigint | string | Uint8Array
-  | PyValue[] | PyTuple | PyDict | PyGlobal | StorageRef | TensorRef;
+  | PyValue[] | PyTuple | PyDict | PyGlobal | PyRecord | StorageRef | TensorRef;
 
 const ORDERED_DICT = 'collections.OrderedDict';
 const REBUILD_TENSOR = 'torch._utils._rebuild_tensor_v2';
@@ -37,7 +45,9 @@ const STORAGE_DTYPES: ReadonlyMap<string, StDtype> = new Map([
   ['torch.HalfStorage', 'F16'],
   ['torch.BFloat16Storage', 'BF16'],
 ]);
-const ALLOWED_GLOBALS: readonly string[] = [ORDERED_DICT, REBUILD_TENSOR, REBUILD_PARAMETER, ...STORAGE_DTYPES.keys()];
+/** Classes whose instances are plain attribute records: NEWOBJ + BUILD make a PyRecord of them. */
+const RECORD_CLASSES: readonly string[] = ['argparse.Namespace'];
+const ALLOWED_GLOBALS: readonly string[] = [ORDERED_DICT, REBUILD_TENSOR, REBUILD_PARAMETER, ...STORAGE_DTYPES.keys(), ...RECORD_CLASSES];
 
 // Names of every pickle opcode, so refusals can say which one was met. The one-character
 // opcodes are listed as <char><name>; the protocol 2+ opcodes by code.
@@ -56,6 +66,7 @@ export function describePy(v: PyValue): string {
   if (v instanceof PyTuple) return `tuple of ${v.items.length}`;
   if (v instanceof PyDict) return `${v.ordered ? 'OrderedDict' : 'dict'} of ${v.map.size}`;
   if (v instanceof PyGlobal) return v.qualname;
+  if (v instanceof PyRecord) return `${v.qualname} of ${v.fields.size} fields`;
   if (v instanceof StorageRef) return `storage '${v.key}'`;
   if (v instanceof TensorRef) return `tensor ${v.storage.dtype} [${v.size.join(', ')}]`;
   if (v instanceof Uint8Array) return `bytes of ${v.length}`;
@@ -313,20 +324,25 @@ export function unpickle(bytes: Uint8Array, where: string, opts: UnpickleOptions
         push(call(pop(), args));
         break;
       }
-      case 0x81: { // NEWOBJ: cls.__new__(cls, *args); only an empty OrderedDict is meaningful here
+      case 0x81: { // NEWOBJ: cls.__new__(cls, *args); an empty OrderedDict, or a record to be filled by BUILD
         const args = pop();
         const cls = pop();
-        if (!(cls instanceof PyGlobal) || cls.qualname !== ORDERED_DICT || !(args instanceof PyTuple) || args.items.length !== 0) {
-          fail(`NEWOBJ is only supported for ${ORDERED_DICT}(), got ${describePy(cls)}`);
+        const name = cls instanceof PyGlobal ? cls.qualname : '';
+        if ((name !== ORDERED_DICT && !RECORD_CLASSES.includes(name)) || !(args instanceof PyTuple) || args.items.length !== 0) {
+          fail(`NEWOBJ is only supported for ${[ORDERED_DICT, ...RECORD_CLASSES].map((c) => `${c}()`).join(', ')}, got ${describePy(cls)}`);
         }
-        push(newDict(true));
+        push(name === ORDERED_DICT ? newDict(true) : (count(DICT_SLOTS - 1), new PyRecord(name)));
         break;
       }
       case 0x51: push(storageRef(pop())); break; // BINPERSID
-      case 0x62: { // BUILD: sets attributes (e.g. a state_dict's _metadata), which carry no tensor data
+      case 0x62: { // BUILD: sets attributes (a state_dict's _metadata, which carries no tensor data; a record's fields)
         const state = pop();
         const obj = top();
-        if (!(obj instanceof PyDict) || !(state instanceof PyDict || state instanceof PyTuple || state === null)) {
+        if (obj instanceof PyRecord) {
+          // object.__setstate__ takes the instance dict (string keys), as `vars(args)` is.
+          if (!(state instanceof PyDict) || [...state.map.keys()].some((k) => typeof k !== 'string')) fail(`BUILD of ${obj.qualname} needs a dict of attribute names, got ${describePy(state)}`);
+          for (const [k, v] of (state as PyDict).map) obj.fields.set(k as string, v);
+        } else if (!(obj instanceof PyDict) || !(state instanceof PyDict || state instanceof PyTuple || state === null)) {
           fail(`BUILD with ${describePy(state)} on ${describePy(obj)} is not supported`);
         }
         break;
