@@ -92,6 +92,23 @@ export function sampleLoop(run: StepRunner, tables: DiffusionTables, shape: [num
   return x;
 }
 
+/**
+ * The rows the network runs for `labels` after checking them: with guidance, CFG's 2B rows
+ * [labels; null label] (the guided step keeps both halves' inputs identical).
+ */
+export function guidedLabels(labels: Int32Array, numClasses: number, guided: boolean): Int32Array {
+  for (const y of labels) if (!(Number.isInteger(y) && y >= 0 && y < numClasses)) throw new Error(`sample: class ${y} is out of range [0, ${numClasses - 1}]`);
+  return guided ? Int32Array.from([...labels, ...new Array<number>(labels.length).fill(numClasses)]) : labels;
+}
+
+/** The first `b` rows of the sampled x_0 (the conditional half under guidance); disposes `out`. */
+export function takeImages(out: tf.Tensor4D, b: number): tf.Tensor4D {
+  if (out.shape[0] === b) return out;
+  const first = tf.slice(out, [0, 0, 0, 0], [b, -1, -1, -1]);
+  out.dispose();
+  return first;
+}
+
 export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string, tf.Tensor>, opts: SamplerOptions): Sampler {
   const c = model.config;
   const T = opts.diffusionSteps ?? 1000;
@@ -100,19 +117,12 @@ export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string
   const compiled = compileStep(model, values, tables, { sampler: opts.sampler, eta: opts.eta ?? 0, guidance });
   return {
     sample(labels, key, progress) {
-      for (const y of labels) if (!(Number.isInteger(y) && y >= 0 && y < c.numClasses)) throw new Error(`sample: class ${y} is out of range [0, ${c.numClasses - 1}]`);
-      const b = labels.length;
-      // CFG runs 2B rows: [labels; null], the guided step keeps both halves' inputs identical.
-      const y = guidance === null ? labels : Int32Array.from([...labels, ...new Array<number>(b).fill(c.numClasses)]);
+      const y = guidedLabels(labels, c.numClasses, guidance !== null);
       const shape: [number, number, number, number] = [y.length, c.inChannels, c.inputSize, c.inputSize];
       const noise = noiseFromKey(key);
       const runner = stepRunner(compiled, y, noise);
       try {
-        const out = sampleLoop(runner.run, tables, shape, noise, progress);
-        if (guidance === null) return out;
-        const first = tf.slice(out, [0, 0, 0, 0], [b, -1, -1, -1]);
-        out.dispose();
-        return first;
+        return takeImages(sampleLoop(runner.run, tables, shape, noise, progress), labels.length);
       } finally {
         runner.dispose();
       }
