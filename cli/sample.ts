@@ -4,6 +4,9 @@ import { mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { compileSampler } from '../compile/sample.ts';
+import { onnxSampler, openOnnxFile } from '../runtime/onnx-engine.ts';
+import type { ModelConfig } from '../mdt/config.ts';
+import type { Key } from '../dsl/random.ts';
 import { foldIn, keyFromSeed } from '../dsl/random.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { imageGrid, writePng } from '../mdt/viz/png.ts';
@@ -30,6 +33,7 @@ interface SampleFlags extends CheckpointFlags, GuidanceFlags {
   readonly vae?: string;
   readonly out?: string;
   readonly backend: BackendChoice;
+  readonly engine: 'tfjs' | 'onnx';
 }
 
 export function classListArg(v: string): 'all' | number[] {
@@ -63,6 +67,7 @@ export function sampleCommand(program: Command, io: CliIO): Command {
     .addOption(option('--vae <file>', 'SD VAE (diffusers .safetensors) to decode latents to pixels; needed for latent models', { defaultText: 'none' }))
     .addOption(option('--out <dir>', 'output directory', { defaultText: 'samples/<checkpoint>-<timestamp>' }))
     .addOption(backendOption())
+    .addOption(option('--engine <name>', 'what runs the network: the compiled tfjs graph, or onnxruntime-node on an .onnx file from mdt export (given as --ckpt)', { default: 'tfjs', choices: ['tfjs', 'onnx'] }))
     .action(async (f: SampleFlags) => runSample(f, io));
   return cmd;
 }
@@ -71,27 +76,25 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
   const outDir = f.out ?? join('samples', sanitize(`${basename(resolve(f.ckpt))}-${timestamp()}`));
   await checkOutputDir('--out', outDir);
   await startBackend(f.backend);
-  const { model, values } = await loadCheckpointModel(f, io);
-  const c = model.config;
-  const classes = resolveClasses(f.class, c.numClasses);
-  const guidance = guidanceFrom(f, c);
-  const guideChannels = guideChannelsFrom(f, c);
-  const vae: Vae | null = f.vae === undefined ? null : await openVae(f.vae);
+  const engine = f.engine === 'onnx' ? await openOnnxEngine(f) : await openTfjsEngine(f, io);
+  const { config: c, sampler } = engine;
+  let vae: Vae | null = null;
   try {
+    const classes = resolveClasses(f.class, c.numClasses);
+    vae = f.vae === undefined ? null : await openVae(f.vae);
     if (vae !== null && c.inChannels !== vae.config.latentChannels) throw new UsageError(`--vae: the VAE decodes ${vae.config.latentChannels}-channel latents, the model makes ${c.inChannels} channels`);
     const channels = pixelChannels(vae === null ? c.inChannels : vae.config.outChannels, vae === null ? 'the model\'s output' : 'the VAE\'s output');
-    const sampler = compileSampler(model, values, { steps: f.steps, sampler: f.sampler ?? (f.steps.startsWith('ddim') ? 'ddim' : 'ddpm'), eta: f.eta, guidance, guideChannels });
     const labels = Int32Array.from({ length: classes.length * f.count }, (_, i) => classes[i % classes.length]!);
     const K = respacedTables(1000, f.steps).T;
     const batches = Math.ceil(labels.length / f.batchSize);
-    say(io, `sampling ${labels.length} images (${f.count} × classes ${classes.join(',')}) with ${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${K} steps, ${describeGuidance(guidance, guideChannels)} → ${outDir}`);
+    say(io, `sampling ${labels.length} images (${f.count} × classes ${classes.join(',')}) with ${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${K} steps, ${engine.guidance} → ${outDir}`);
     const key = keyFromSeed(f.seed);
     const bar = startProgress(io, { label: 'sampling', total: batches * K, unit: 'steps', every: Math.max(1, Math.ceil(K / 4)) });
     const parts: Float32Array[] = [];
     let side = c.inputSize;
     for (let b = 0; b < batches; b++) {
       const y = labels.subarray(b * f.batchSize, (b + 1) * f.batchSize);
-      const x = sampler.sample(y, foldIn(key, b), (done) => bar.update(b * K + done));
+      const x = await sampler.sample(y, foldIn(key, b), (done) => bar.update(b * K + done));
       const pixels = vae === null ? x : vae.decode(x);
       if (pixels !== x) x.dispose();
       side = pixels.shape[2];
@@ -99,7 +102,6 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
       pixels.dispose();
     }
     bar.stop();
-    sampler.dispose();
     const images = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
     let at = 0;
     for (const p of parts) {
@@ -116,6 +118,53 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
     say(io, `wrote ${join(outDir, 'grid.png')} (${labels.length} samples, ${cols} columns) and sample-*-class*.png`);
   } finally {
     vae?.dispose();
-    tf.dispose([...values.values()]);
+    await engine.dispose();
   }
+}
+
+/** What samples: the network's engine with the sampler on it, for the model it was made for. */
+interface Engine {
+  readonly config: ModelConfig;
+  /** The guidance, in words. */
+  readonly guidance: string;
+  readonly sampler: { sample(labels: Int32Array, key: Key, progress?: (done: number) => void): tf.Tensor4D | Promise<tf.Tensor4D> };
+  dispose(): Promise<void> | void;
+}
+
+const samplerOptions = (f: SampleFlags) => ({ steps: f.steps, sampler: f.sampler ?? (f.steps.startsWith('ddim') ? 'ddim' as const : 'ddpm' as const), eta: f.eta });
+
+async function openTfjsEngine(f: SampleFlags, io: CliIO): Promise<Engine> {
+  if (f.ckpt.endsWith('.onnx')) throw new UsageError(`--ckpt ${f.ckpt} is an exported ONNX model: sample it with --engine onnx`);
+  const { model, values } = await loadCheckpointModel(f, io);
+  const c = model.config;
+  const guidance = guidanceFrom(f, c);
+  const guideChannels = guideChannelsFrom(f, c);
+  const sampler = compileSampler(model, values, { ...samplerOptions(f), guidance, guideChannels });
+  return {
+    config: c,
+    guidance: describeGuidance(guidance, guideChannels),
+    sampler,
+    dispose() {
+      sampler.dispose();
+      tf.dispose([...values.values()]);
+    },
+  };
+}
+
+async function openOnnxEngine(f: SampleFlags): Promise<Engine> {
+  if (!f.ckpt.endsWith('.onnx')) throw new UsageError(`--engine onnx samples an .onnx file written by mdt export --format onnx; --ckpt ${f.ckpt} is not one (export it first)`);
+  const given = (['cfgScale', 'cfgSchedule', 'guideChannels'] as const).filter((k) => f[k] !== undefined);
+  if (given.length > 0) throw new UsageError(`--engine onnx: guidance is part of the exported graph; drop ${given.map((k) => `--${k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`).join(', ')} (or export again with them)`);
+  const den = await openOnnxFile(f.ckpt);
+  const sampler = onnxSampler(den, samplerOptions(f));
+  const g = den.guidance;
+  return {
+    config: den.config,
+    guidance: `${g === null ? 'no guidance' : describeGuidance(g.schedule, g.channels ?? 'first3')} (exported in ${basename(f.ckpt)}), on onnxruntime`,
+    sampler,
+    async dispose() {
+      sampler.dispose();
+      await den.dispose();
+    },
+  };
 }
