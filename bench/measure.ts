@@ -197,7 +197,7 @@ async function sampleEndToEnd(fx: TrainFixture, e: E2ECounts, key: Key, engine: 
   else {
     const model = exportOnnx(fx.model, fx.trainer.ema, { guidance: { schedule: guidance, channels: guideChannels, inChannels: c.inChannels }, which: 'ema', producerVersion: 'bench' });
     den = await openOnnxDenoiser(encodeOnnx(model), 'bench.onnx');
-    sampler = onnxSampler(den, opts);
+    sampler = await onnxSampler(den, opts);
   }
   const labels = Int32Array.from({ length: e.images }, (_, i) => i % c.numClasses);
   const once = async (i: number) => {
@@ -211,7 +211,7 @@ async function sampleEndToEnd(fx: TrainFixture, e: E2ECounts, key: Key, engine: 
     for (let i = 0; i < e.runs; i++) runs.push(await timed(() => once(1 + i)));
     return { ...e, rows: 2 * e.images, firstMs: first.wallMs, ms: medianTiming(runs), samplesMs: runs.map((t) => Math.round(t.wallMs)) };
   } finally {
-    sampler.dispose();
+    await sampler.dispose();
     await den?.dispose();
   }
 }

@@ -156,14 +156,14 @@ async function openOnnxEngine(f: SampleFlags): Promise<Engine> {
   const given = (['cfgScale', 'cfgSchedule', 'guideChannels'] as const).filter((k) => f[k] !== undefined);
   if (given.length > 0) throw new UsageError(`--engine onnx: guidance is part of the exported graph; drop ${given.map((k) => `--${k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`).join(', ')} (or export again with them)`);
   const den = await openOnnxFile(f.ckpt);
-  const sampler = onnxSampler(den, samplerOptions(f));
+  const sampler = await onnxSampler(den, samplerOptions(f));
   const g = den.guidance;
   return {
     config: den.config,
     guidance: `${g === null ? 'no guidance' : describeGuidance(g.schedule, g.channels ?? 'first3')} (exported in ${basename(f.ckpt)}), on onnxruntime`,
     sampler,
     async dispose() {
-      sampler.dispose();
+      await sampler.dispose();
       await den.dispose();
     },
   };

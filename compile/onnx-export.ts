@@ -23,7 +23,7 @@ export const MDT_ONNX_FORMAT = 'mdt-ts denoiser v1';
  * Two batch sizes to trace at: distinct primes, so no batch-dependent size equals a fixed one
  * at both (CSE would then merge different nodes at each and the structures would differ).
  */
-const TRACE_BATCHES = [13, 17] as const;
+export const TRACE_BATCHES = [13, 17] as const;
 
 /** The guided (or plain) network on inputs x, t (original steps), y: output `out`. */
 export function denoiserProgram(model: DiffusionModel, guidance: GuidanceOptions | null): Program {

@@ -79,10 +79,11 @@ function tensorBytes(dtype: OnnxDType, values: ArrayLike<number>): Uint8Array {
 
 /**
  * Builds the ONNX graph of `g` (traced at batch `batches[0]`), using `h` (the same program at
- * `batches[1]`) to tell which sizes follow the batch. Data inputs whose leading axis follows
+ * `batches[1]`) to tell which sizes follow the batch; `prefix` starts the names of its inner
+ * tensors, to keep them apart from another graph's. Data inputs whose leading axis follows
  * the batch get a symbolic leading dimension `rows`; `param` inputs become initializers.
  */
-export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number], weights: WeightData, name: string): OnnxGraph {
+export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number], weights: WeightData, name: string, prefix = ''): OnnxGraph {
   const [b1, b2] = batches;
   if (g.nodes.length !== h.nodes.length || g.outputs.length !== h.outputs.length) {
     throw new OnnxExportError(`the program traces to ${g.nodes.length} nodes at batch ${b1} and ${h.nodes.length} at batch ${b2}: its structure depends on the batch size, so it has no dynamic batch axis`);
@@ -101,9 +102,9 @@ export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number]
   const inits: OnnxTensor[] = [];
   const inputs: OnnxValueInfo[] = [];
   let fresh = 0;
-  const out = (id: number) => `n${id}`;
+  const out = (id: number) => `${prefix}n${id}`;
   const names: string[] = [];
-  const tmp = (hint: string) => `${hint}_${fresh++}`;
+  const tmp = (hint: string) => `${prefix}${hint}_${fresh++}`;
   const init = (hint: string, dtype: OnnxDType, dims: readonly number[], values: ArrayLike<number> | Uint8Array): string => {
     const n = tmp(hint);
     inits.push({ name: n, dims: [...dims], dataType: ONNX_DTYPE[dtype], rawData: values instanceof Uint8Array ? values : tensorBytes(dtype, values) });

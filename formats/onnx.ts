@@ -26,6 +26,11 @@ export function encodeOnnx(model: OnnxModel): Uint8Array {
   return ModelProto.encode(ModelProto.fromObject(model)).finish();
 }
 
+/** The whole model as plain objects (tensor bytes are views of `bytes`); check it with readOnnxInfo first. */
+export function decodeOnnx(bytes: Uint8Array): OnnxModel {
+  return ModelProto.toObject(ModelProto.decode(bytes), { longs: Number, defaults: false, arrays: true }) as OnnxModel;
+}
+
 export class OnnxFileError extends Error {
   override readonly name = 'OnnxFileError';
 }

@@ -3,9 +3,9 @@
  * onnxruntime-node (an optional dependency: its absence is a clear error here, nothing else),
  * and samples with it. The file is checked before onnxruntime sees it — a file that is not
  * ONNX, one of another model, an operator set this engine was not written for — so each
- * mistake gets a sentence rather than a runtime's stack. The sampler's update (DDPM or DDIM)
- * runs on tfjs from the same compiled code as the tfjs engine (compile/model-graph.ts
- * updateProgram), so the two engines differ only in who runs the network.
+ * mistake gets a sentence rather than a runtime's stack. Sampling appends the sampler's update
+ * (DDPM or DDIM, traced from the tfjs engine's own code) to the file's graph, so each step is one
+ * onnxruntime call. Environment: MDT_ONNX_THREADS (onnxruntime's intra-op threads).
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
@@ -17,10 +17,11 @@ import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { noiseFromKey } from '../mdt/diffusion/sampler.ts';
 import { MDT_ONNX_FORMAT, type MdtOnnxMeta } from '../compile/onnx-export.ts';
 import { ONNX_OPSET } from '../compile/onnx.ts';
-import { updateProgram } from '../compile/model-graph.ts';
-import { jit } from '../compile/trace.ts';
-import { guidedLabels, stepRunner, takeImages, type SamplerOptions } from '../compile/sample.ts';
-import { OnnxFileError, readOnnxInfo, type OnnxFileInfo, type OnnxTensorInfo } from '../formats/onnx.ts';
+import { needsStepNoise } from '../compile/model-graph.ts';
+import { stepModel, type UpdateOptions } from '../compile/onnx-step.ts';
+import { guidedLabels, takeImages, type SamplerOptions } from '../compile/sample.ts';
+import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
+import { decodeOnnx, encodeOnnx, OnnxFileError, readOnnxInfo, type OnnxFileInfo, type OnnxTensorInfo } from '../formats/onnx.ts';
 
 const ELEM = { 1: 'float32', 6: 'int32', 7: 'int64' } as Record<number, string>;
 const describe = (t: OnnxTensorInfo) => `${t.name} [${t.dims.join(', ')}] ${ELEM[t.elemType] ?? `type ${t.elemType}`}`;
@@ -66,7 +67,15 @@ async function loadOrt(): Promise<typeof Ort> {
 export interface OnnxDenoiser extends MdtOnnxMeta {
   /** Runs the network on rows (x, t, y); the output is the caller's. */
   run(x: tf.Tensor4D, t: Int32Array, y: Int32Array): Promise<tf.Tensor4D>;
+  /** A session on the file's graph with the sampler's update appended (compile/onnx-step.ts). */
+  stepSession(tables: DiffusionTables, o: UpdateOptions): Promise<Ort.InferenceSession>;
   dispose(): Promise<void>;
+}
+
+/** onnxruntime's threads for one session: MDT_ONNX_THREADS, else its default (every core). */
+function sessionOptions(providers: readonly string[]): Ort.InferenceSession.SessionOptions {
+  const threads = Number(process.env.MDT_ONNX_THREADS ?? '');
+  return { executionProviders: [...providers], graphOptimizationLevel: 'all', ...(Number.isInteger(threads) && threads > 0 ? { intraOpNumThreads: threads } : {}) };
 }
 
 /** Reads, checks and opens the file `path`; `providers`: onnxruntime execution providers, CPU by default. */
@@ -84,12 +93,14 @@ export async function openOnnxFile(path: string, providers?: readonly string[]):
 export async function openOnnxDenoiser(bytes: Uint8Array, path: string, providers: readonly string[] = ['cpu']): Promise<OnnxDenoiser> {
   const meta = checkMdtOnnx(readOnnxInfo(bytes, path), path);
   const ort = await loadOrt();
-  let session: Ort.InferenceSession;
-  try {
-    session = await ort.InferenceSession.create(bytes, { executionProviders: [...providers], graphOptimizationLevel: 'all' });
-  } catch (e) {
-    throw new OnnxFileError(`${path}: onnxruntime ${ort.env.versions.node ?? ''} cannot load it: ${(e as Error).message}`);
-  }
+  const open = async (model: Uint8Array, what: string) => {
+    try {
+      return await ort.InferenceSession.create(model, sessionOptions(providers));
+    } catch (e) {
+      throw new OnnxFileError(`${path}: onnxruntime ${ort.env.versions.node ?? ''} cannot load ${what}: ${(e as Error).message}`);
+    }
+  };
+  const session = await open(bytes, 'it');
   const c = meta.config;
   return {
     ...meta,
@@ -106,41 +117,41 @@ export async function openOnnxDenoiser(bytes: Uint8Array, path: string, provider
       out.dispose();
       return tf.tensor4d(data, [rows, 2 * c.inChannels, c.inputSize, c.inputSize]);
     },
+    stepSession: (tables, o) => open(encodeOnnx(stepModel(decodeOnnx(bytes), c, meta.guidance, tables, o)), `its graph with the ${o.sampler} update appended`),
     dispose: () => session.release(),
   };
 }
 
-/** The sampler of an ONNX denoiser: the tfjs engine's loop and update, the network on onnxruntime. */
-export function onnxSampler(den: OnnxDenoiser, opts: Omit<SamplerOptions, 'guidance' | 'guideChannels'>) {
+/**
+ * The sampler of an ONNX denoiser: one onnxruntime call per step (the file's network and the
+ * update, compile/onnx-step.ts), on the tfjs engine's noise (noiseFromKey), so that both engines
+ * sample the same images from the same key.
+ */
+export async function onnxSampler(den: OnnxDenoiser, opts: Omit<SamplerOptions, 'guidance' | 'guideChannels'>) {
+  const ort = await loadOrt();
   const c = den.config;
   const tables = respacedTables(opts.diffusionSteps ?? 1000, opts.steps);
-  const options = { sampler: opts.sampler, eta: opts.eta ?? 0, guidance: null };
-  const update = { step: jit(updateProgram(tables, options)), options, weights: new Map<string, tf.Tensor>() };
+  const o = { sampler: opts.sampler, eta: opts.eta ?? 0 };
+  const session = await den.stepSession(tables, o);
   return {
     async sample(labels: Int32Array, key: Key, progress?: (done: number, total: number) => void): Promise<tf.Tensor4D> {
       const y = guidedLabels(labels, c.numClasses, den.guidance !== null);
+      const shape = [y.length, c.inChannels, c.inputSize, c.inputSize] as [number, number, number, number];
+      const n = shape.reduce((a, b) => a * b, 1);
       const noise = noiseFromKey(key);
-      const runner = stepRunner(update, y, noise);
-      const t = new Int32Array(y.length);
-      // sampleLoop's steps, awaiting the network: x_T, then x_{k−1} from x_k for k = K−1 … 0.
-      let x = tf.tensor4d(noise.initial(y.length * c.inChannels * c.inputSize ** 2), [y.length, c.inChannels, c.inputSize, c.inputSize]);
-      try {
-        for (let k = tables.T - 1; k >= 0; k--) {
-          const out = await den.run(x, t.fill(tables.timestepMap[k]!), y);
-          const next = runner.run(x, k, new Map([['out', out]]));
-          out.dispose();
-          x.dispose();
-          x = next;
-          progress?.(tables.T - k, tables.T);
-        }
-      } catch (err) {
-        x.dispose();
-        throw err;
-      } finally {
-        runner.dispose();
+      const ys = new ort.Tensor('int32', y, [y.length]);
+      const k = new Int32Array(y.length);
+      let x = noise.initial(n);
+      for (let step = tables.T - 1; step >= 0; step--) {
+        const feeds: Record<string, Ort.Tensor> = { x: new ort.Tensor('float32', x, shape), k: new ort.Tensor('int32', k.fill(step), [y.length]), y: ys };
+        if (needsStepNoise(o)) feeds['noise'] = new ort.Tensor('float32', noise.step(step, n), shape);
+        const r = await session.run(feeds);
+        x = Float32Array.from(r['x_prev']!.data as Float32Array);
+        r['x_prev']!.dispose();
+        progress?.(tables.T - step, tables.T);
       }
-      return takeImages(x, labels.length);
+      return takeImages(tf.tensor4d(x, shape), labels.length);
     },
-    dispose: () => update.step.dispose(),
+    dispose: () => session.release(),
   };
 }

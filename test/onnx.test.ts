@@ -83,7 +83,7 @@ test('the onnx engine samples what the tfjs engine samples from the same noise (
     const den = await openOnnxDenoiser(encodeOnnx(exportOnnx(ctx.model, ctx.weights, { guidance, which: 'fixture', producerVersion: 'test' })), `${fixture}.onnx`);
     const opts = { steps, sampler, guidance: schedule, guideChannels: 'first3' as const };
     const ours = compileSampler(ctx.model, ctx.weights, opts);
-    const onnx = onnxSampler(den, opts);
+    const onnx = await onnxSampler(den, opts);
     const labels = Int32Array.from([3, 7]);
     const a = ours.sample(labels, keyFromSeed(11));
     const b = await onnx.sample(labels, keyFromSeed(11));
@@ -94,7 +94,7 @@ test('the onnx engine samples what the tfjs engine samples from the same noise (
     assert.ok(ratio <= 1, `${fixture}: ${ratio}`);
     tf.dispose([a, b, ...ctx.weights.values()]);
     ours.dispose();
-    onnx.dispose();
+    await onnx.dispose();
     await den.dispose();
   }
   assert.equal(tf.memory().numTensors, before, 'no tensor outlives the samplers');
