@@ -13,7 +13,7 @@ import { branchProgram, maskInputs } from '../compile/model-graph.ts';
 import { foldIn, keyFromSeed, normal, randint, type Key } from '../dsl/random.ts';
 import { exportOnnx } from '../compile/onnx-export.ts';
 import { encodeOnnx } from '../formats/onnx.ts';
-import { onnxSampler, openOnnxDenoiser, type OnnxDenoiser } from '../runtime/onnx-engine.ts';
+import { onnxSampler, openOnnxDenoiser, type OnnxDenoiser } from '../compile/onnx-engine.ts';
 import { gridSize } from '../mdt/config.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { summary } from '../compile/summary.ts';

@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { compileSampler } from '../compile/sample.ts';
-import { onnxSampler, openOnnxFile } from '../runtime/onnx-engine.ts';
+import { onnxSampler, openOnnxFile } from '../compile/onnx-engine.ts';
 import type { ModelConfig } from '../mdt/config.ts';
 import type { Key } from '../dsl/random.ts';
 import { foldIn, keyFromSeed } from '../dsl/random.ts';

@@ -8,11 +8,11 @@
 import type { GuidanceOptions } from '../mdt/diffusion/cfg.ts';
 import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
 import type { ModelConfig } from '../mdt/config.ts';
-import type { OnnxModel } from '../formats/onnx.ts';
+import type { OnnxModel, OnnxTensor } from '../formats/onnx.ts';
 import { needsStepNoise, updateProgram, type StepOptions } from './model-graph.ts';
 import { optimize } from './pipeline.ts';
 import { trace } from './trace.ts';
-import { onnxGraph, type OnnxTensor } from './onnx.ts';
+import { onnxGraph } from './onnx.ts';
 import { rowsPerImage, TRACE_BATCHES } from './onnx-export.ts';
 
 export type UpdateOptions = Omit<StepOptions, 'guidance' | 'masked'>;

@@ -5,12 +5,12 @@
  * boxes, broadcast shapes) is then a + b·batch, read off the pair; batch-dependent ones become
  * shape arithmetic on the runtime batch (Shape(x)[0] / rows per batch item), the rest stay
  * constants. Two traces whose node lists differ mean the program branches on the batch size,
- * and export refuses. Plain objects here, in the field names of onnx.proto; formats/onnx.ts
- * encodes them.
+ * and export refuses. The result is formats/onnx.ts's plain objects, which it encodes.
  */
 import type { DType, Graph, Node } from './ir.ts';
 import { formatShape, numel } from './ir.ts';
 import { GELU_A, GELU_B } from '../runtime/fused.ts';
+import type { OnnxAttribute, OnnxGraph, OnnxNode, OnnxTensor, OnnxValueInfo } from '../formats/onnx.ts';
 
 /** LayerNormalization is opset 17; nothing newer is used (GELU is written out). */
 export const ONNX_OPSET = 17;
@@ -20,38 +20,6 @@ export const ONNX_IR_VERSION = 8;
 /** TensorProto.DataType values. */
 const ONNX_DTYPE = { float32: 1, int32: 6, int64: 7, bool: 9 } as const;
 type OnnxDType = keyof typeof ONNX_DTYPE;
-
-export interface OnnxTensor {
-  name: string;
-  dims: number[];
-  dataType: number;
-  rawData: Uint8Array;
-}
-export interface OnnxAttribute {
-  name: string;
-  type: number;
-  i?: number;
-  f?: number;
-  ints?: number[];
-}
-export interface OnnxNode {
-  opType: string;
-  input: string[];
-  output: string[];
-  name: string;
-  attribute: OnnxAttribute[];
-}
-export interface OnnxValueInfo {
-  name: string;
-  type: { tensorType: { elemType: number; shape: { dim: ({ dimValue: number } | { dimParam: string })[] } } };
-}
-export interface OnnxGraph {
-  name: string;
-  node: OnnxNode[];
-  initializer: OnnxTensor[];
-  input: OnnxValueInfo[];
-  output: OnnxValueInfo[];
-}
 
 /** a + b·batch */
 interface Lin {

@@ -6,10 +6,42 @@
  */
 import protobuf from 'protobufjs';
 import { fileURLToPath } from 'node:url';
-import type { OnnxGraph } from '../compile/onnx.ts';
 
 const root = protobuf.loadSync(fileURLToPath(new URL('./onnx/onnx.proto', import.meta.url)));
 const ModelProto = root.lookupType('onnx.ModelProto');
+
+/** ONNX messages as plain objects, in onnx.proto's field names (camelCase), as far as this project writes them. */
+export interface OnnxTensor {
+  name: string;
+  dims: number[];
+  dataType: number;
+  rawData: Uint8Array;
+}
+export interface OnnxAttribute {
+  name: string;
+  type: number;
+  i?: number;
+  f?: number;
+  ints?: number[];
+}
+export interface OnnxNode {
+  opType: string;
+  input: string[];
+  output: string[];
+  name: string;
+  attribute: OnnxAttribute[];
+}
+export interface OnnxValueInfo {
+  name: string;
+  type: { tensorType: { elemType: number; shape: { dim: ({ dimValue: number } | { dimParam: string })[] } } };
+}
+export interface OnnxGraph {
+  name: string;
+  node: OnnxNode[];
+  initializer: OnnxTensor[];
+  input: OnnxValueInfo[];
+  output: OnnxValueInfo[];
+}
 
 export interface OnnxModel {
   irVersion: number;

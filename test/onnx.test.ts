@@ -27,7 +27,7 @@ import { namedConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import { startBackend } from '../cli/options.ts';
 import { cli } from './cli-capture.ts';
-import { onnxSampler, openOnnxDenoiser } from '../runtime/onnx-engine.ts';
+import { onnxSampler, openOnnxDenoiser } from '../compile/onnx-engine.ts';
 import { compileSampler } from '../compile/sample.ts';
 import { keyFromSeed } from '../dsl/random.ts';
 

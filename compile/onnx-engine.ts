@@ -5,7 +5,7 @@
  * ONNX, one of another model, an operator set this engine was not written for — so each
  * mistake gets a sentence rather than a runtime's stack. Sampling appends the sampler's update
  * (DDPM or DDIM, traced from the tfjs engine's own code) to the file's graph, so each step is one
- * onnxruntime call. Environment: MDT_ONNX_THREADS (onnxruntime's intra-op threads).
+ * onnxruntime call. Environment: MDT_ONNX_PROVIDERS, MDT_ONNX_THREADS (sessionOptions).
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
@@ -15,11 +15,11 @@ import { validateConfig, type ModelConfig } from '../mdt/config.ts';
 import type { GuidanceOptions } from '../mdt/diffusion/cfg.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { noiseFromKey } from '../mdt/diffusion/sampler.ts';
-import { MDT_ONNX_FORMAT, type MdtOnnxMeta } from '../compile/onnx-export.ts';
-import { ONNX_OPSET } from '../compile/onnx.ts';
-import { needsStepNoise } from '../compile/model-graph.ts';
-import { stepModel, type UpdateOptions } from '../compile/onnx-step.ts';
-import { guidedLabels, takeImages, type SamplerOptions } from '../compile/sample.ts';
+import { MDT_ONNX_FORMAT, type MdtOnnxMeta } from './onnx-export.ts';
+import { ONNX_OPSET } from './onnx.ts';
+import { needsStepNoise } from './model-graph.ts';
+import { stepModel, type UpdateOptions } from './onnx-step.ts';
+import { guidedLabels, takeImages, type SamplerOptions } from './sample.ts';
 import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
 import { decodeOnnx, encodeOnnx, OnnxFileError, readOnnxInfo, type OnnxFileInfo, type OnnxTensorInfo } from '../formats/onnx.ts';
 
@@ -72,30 +72,34 @@ export interface OnnxDenoiser extends MdtOnnxMeta {
   dispose(): Promise<void>;
 }
 
-/** onnxruntime's threads for one session: MDT_ONNX_THREADS, else its default (every core). */
-function sessionOptions(providers: readonly string[]): Ort.InferenceSession.SessionOptions {
+/**
+ * Session options: execution providers from MDT_ONNX_PROVIDERS (a comma list such as
+ * "cuda,cpu"; default cpu), intra-op threads from MDT_ONNX_THREADS (default: every core).
+ */
+function sessionOptions(): Ort.InferenceSession.SessionOptions {
+  const providers = (process.env.MDT_ONNX_PROVIDERS ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '');
   const threads = Number(process.env.MDT_ONNX_THREADS ?? '');
-  return { executionProviders: [...providers], graphOptimizationLevel: 'all', ...(Number.isInteger(threads) && threads > 0 ? { intraOpNumThreads: threads } : {}) };
+  return { executionProviders: providers.length > 0 ? providers : ['cpu'], graphOptimizationLevel: 'all', ...(Number.isInteger(threads) && threads > 0 ? { intraOpNumThreads: threads } : {}) };
 }
 
-/** Reads, checks and opens the file `path`; `providers`: onnxruntime execution providers, CPU by default. */
-export async function openOnnxFile(path: string, providers?: readonly string[]): Promise<OnnxDenoiser> {
+/** Reads, checks and opens the file `path`. */
+export async function openOnnxFile(path: string): Promise<OnnxDenoiser> {
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);
   } catch (e) {
     throw new OnnxFileError(`${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); expected an .onnx file written by mdt export`);
   }
-  return openOnnxDenoiser(bytes, path, providers);
+  return openOnnxDenoiser(bytes, path);
 }
 
 /** Checks and opens a model's bytes (`path` names it in errors). */
-export async function openOnnxDenoiser(bytes: Uint8Array, path: string, providers: readonly string[] = ['cpu']): Promise<OnnxDenoiser> {
+export async function openOnnxDenoiser(bytes: Uint8Array, path: string): Promise<OnnxDenoiser> {
   const meta = checkMdtOnnx(readOnnxInfo(bytes, path), path);
   const ort = await loadOrt();
   const open = async (model: Uint8Array, what: string) => {
     try {
-      return await ort.InferenceSession.create(model, sessionOptions(providers));
+      return await ort.InferenceSession.create(model, sessionOptions());
     } catch (e) {
       throw new OnnxFileError(`${path}: onnxruntime ${ort.env.versions.node ?? ''} cannot load ${what}: ${(e as Error).message}`);
     }
