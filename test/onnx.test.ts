@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { PNG } from 'pngjs';
 import { join } from 'node:path';
@@ -150,6 +150,13 @@ test('mdt export and mdt sample --engine onnx: the tfjs engine\'s grid; bad file
     await fails(['--ckpt', write('cut.onnx', bytes.subarray(0, bytes.length >> 1))], 1, /cut\.onnx: not a readable ONNX model \(\d+ bytes; protobuf: .*\); the file is truncated or of another kind/);
     await fails(['--ckpt', ckpt], 2, /--engine onnx samples an \.onnx file written by mdt export/);
     await fails(['--ckpt', model, '--cfg-scale', '2'], 2, /guidance is part of the exported graph; drop --cfg-scale/);
+    // Export refuses what is not a DiT/MDT checkpoint, and an --out that is a folder, before writing anything.
+    const vae = write('vae.safetensors', readFileSync(join(DEFAULT_FIXTURES, 'mdt-v1-tiny', 'cases.safetensors')));
+    const notModel = await cli('export', '--ckpt', vae, '--out', join(dir, 'vae.onnx'));
+    assert.equal(notModel.code, 1, notModel.err);
+    assert.match(notModel.err, /not a DiT\/MDT state dict: expected keys blocks\.N\.\*/);
+    assert.equal((await cli('export', '--ckpt', ckpt, '--num-heads', '2', '--out', dir)).code, 2);
+    assert.ok(!existsSync(join(dir, 'vae.onnx')));
 
     // Re-encoded variants of an export: another producer's model, another model's metadata, a newer opset.
     const built = buildModel(PIXEL_DIT);
