@@ -10,7 +10,10 @@ import { stepMaskPlan } from '../compile/train.ts';
 import { jit } from '../compile/trace.ts';
 import { trainingReport } from '../compile/pipeline.ts';
 import { branchProgram, maskInputs } from '../compile/model-graph.ts';
-import { foldIn, keyFromSeed, normal, randint } from '../dsl/random.ts';
+import { foldIn, keyFromSeed, normal, randint, type Key } from '../dsl/random.ts';
+import { exportOnnx } from '../compile/onnx-export.ts';
+import { encodeOnnx } from '../formats/onnx.ts';
+import { onnxSampler, openOnnxDenoiser, type OnnxDenoiser } from '../compile/onnx-engine.ts';
 import { gridSize } from '../mdt/config.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { summary } from '../compile/summary.ts';
@@ -99,6 +102,8 @@ export interface ConfigResult {
   readonly sample250s: number;
   /** null unless Counts.e2e asked for it. */
   readonly sampleE2E: E2ESample | null;
+  /** The same runs on `mdt sample --engine onnx`'s path; null unless asked for. */
+  readonly sampleE2EOnnx: E2ESample | { readonly error: string } | null;
   readonly peakRssMb: number;
 }
 
@@ -143,7 +148,8 @@ export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts)
     sampler.dispose();
   }
   const sampleStepMs = { wallMs: sampled.wallMs / n.sampleSteps, cpuMs: sampled.cpuMs / n.sampleSteps };
-  const sampleE2E = n.e2e === undefined ? null : await sampleEndToEnd(fx, n.e2e, foldIn(key, 400));
+  const sampleE2E = n.e2e === undefined ? null : await sampleEndToEnd(fx, n.e2e, foldIn(key, 400), 'tfjs');
+  const sampleE2EOnnx = n.e2e === undefined ? null : await sampleEndToEndOnnx(fx, n.e2e, foldIn(key, 400));
   const sampleGflop = (2 * 2 * n.sampleImages * s.macs) / 1e9;
 
   return {
@@ -163,23 +169,39 @@ export async function measureConfig(b: BenchConfig, fx: TrainFixture, n: Counts)
     sampleGflops: sampleGflop / (sampleStepMs.wallMs / 1000),
     sample250s: (250 * sampleStepMs.wallMs) / 1000,
     sampleE2E,
+    sampleE2EOnnx,
     peakRssMb: process.resourceUsage().maxRSS / 1024,
   };
 }
 
+/** A sampler as `mdt sample` drives either engine (the onnx one is async). */
+interface AnySampler {
+  sample(labels: Int32Array, key: Key): tf.Tensor4D | Promise<tf.Tensor4D>;
+  dispose(): unknown;
+}
+
 /**
- * Whole sampling runs as `mdt sample` does them: compileSampler on the EMA weights, `images`
- * labels plus as many null rows, every respaced DDPM step, the result read back. One untimed run
- * first (it compiles the step), then the median of `runs`.
+ * Whole sampling runs as `mdt sample --engine ENGINE` does them: the sampler on the EMA weights
+ * (tfjs: compileSampler; onnx: the exported guided denoiser on onnxruntime-node, the update on
+ * tfjs), `images` labels plus as many null rows, every respaced DDPM step, the result read back.
+ * One untimed run first (it compiles the step), then the median of `runs`.
  */
-async function sampleEndToEnd(fx: TrainFixture, e: E2ECounts, key: ReturnType<typeof keyFromSeed>): Promise<E2ESample> {
+async function sampleEndToEnd(fx: TrainFixture, e: E2ECounts, key: Key, engine: 'tfjs' | 'onnx'): Promise<E2ESample> {
   const c = fx.model.config;
-  const sampler = compileSampler(fx.model, fx.trainer.ema, {
-    steps: String(e.steps), sampler: 'ddpm', guidance: { kind: 'constant', scale: e.scale }, guideChannels: c.inChannels >= 3 ? 'first3' : 'all',
-  });
+  const guidance = { kind: 'constant' as const, scale: e.scale };
+  const guideChannels = c.inChannels >= 3 ? 'first3' as const : 'all' as const;
+  const opts = { steps: String(e.steps), sampler: 'ddpm' as const, guidance, guideChannels };
+  let den: OnnxDenoiser | null = null;
+  let sampler: AnySampler;
+  if (engine === 'tfjs') sampler = compileSampler(fx.model, fx.trainer.ema, opts);
+  else {
+    const model = exportOnnx(fx.model, fx.trainer.ema, { guidance: { schedule: guidance, channels: guideChannels, inChannels: c.inChannels }, which: 'ema', producerVersion: 'bench' });
+    den = await openOnnxDenoiser(encodeOnnx(model), 'bench.onnx');
+    sampler = await onnxSampler(den, opts);
+  }
   const labels = Int32Array.from({ length: e.images }, (_, i) => i % c.numClasses);
   const once = async (i: number) => {
-    const x = sampler.sample(labels, foldIn(key, i));
+    const x = await sampler.sample(labels, foldIn(key, i));
     await x.data();
     x.dispose();
   };
@@ -189,8 +211,19 @@ async function sampleEndToEnd(fx: TrainFixture, e: E2ECounts, key: ReturnType<ty
     for (let i = 0; i < e.runs; i++) runs.push(await timed(() => once(1 + i)));
     return { ...e, rows: 2 * e.images, firstMs: first.wallMs, ms: medianTiming(runs), samplesMs: runs.map((t) => Math.round(t.wallMs)) };
   } finally {
-    sampler.dispose();
+    await sampler.dispose();
+    await den?.dispose();
   }
+}
+
+/** The onnx engine's end-to-end runs, or why there are none (onnxruntime-node is optional). */
+async function sampleEndToEndOnnx(fx: TrainFixture, e: E2ECounts, key: Key): Promise<E2ESample | { readonly error: string }> {
+  try {
+    await import('onnxruntime-node');
+  } catch (err) {
+    return { error: `onnxruntime-node is not installed: ${(err as Error).message.split('\n')[0]}` };
+  }
+  return sampleEndToEnd(fx, e, key, 'onnx');
 }
 
 /**

@@ -7,14 +7,15 @@
 //   * main-job training step: the `npm start` model (MDT v1 d4 D96, 4 heads, patch 4, 32×32×1,
 //     10 classes, decode layer 1), batch 32, full + masked branch, AdamW + EMA;
 //   * main-job sampling: 250 respaced DDPM steps of 2 images with CFG (constant w = 4; 4 rows with
-//     the null half), timed end to end;
+//     the null half), timed end to end; and the same on `mdt sample --engine onnx`'s path (the
+//     guided denoiser exported to ONNX, run by onnxruntime-node; the update on tfjs);
 //   * MDT-S/2 and DiT-S/2 training steps at batch 8;
 //
 // ours on the runtime's default backend (runtime/start.ts: wasm-1-native when the native addon is
 // built, else wasm-threads; webgpu on a hardware adapter), PyTorch eager and PyTorch with the
 // model's forward under torch.compile (a failed compile shows its error instead of a number), the
 // ratios, and the perf issue's targets marked met or missed:
-//   main-job train ≤ 0.7× eager, sampling ≤ 0.5× eager, MDT-S/2 ≤ 0.9× compile,
+//   main-job train ≤ 0.7× eager, sampling ≤ 0.5× eager (onnx engine ≤ 0.3×), MDT-S/2 ≤ 0.9× compile,
 //   DiT-S/2 ≤ 1.0× compile, and an MDT-S/2 step ≤ 1.8× a DiT-S/2 step (ours).
 // PyTorch runs first (bench/pytorch/bench_step.py with `python3`, or /usr/bin/python3, or
 // $MDT_BENCH_PYTHON; its fixture check first); where no python can import torch the run says so
@@ -347,18 +348,23 @@ interface SideRow {
   readonly status: 'met' | 'missed' | 'n/a';
 }
 
-type SideItem = 'main-train' | 'main-sample' | 's2-train' | 'dit-s2-train';
+type SideItem = 'main-train' | 'main-sample' | 'main-sample-onnx' | 's2-train' | 'dit-s2-train';
 
 const SIDE: readonly { readonly item: SideItem; readonly config: BenchConfigName; readonly torchKey: string; readonly what: string; readonly target: SideRow['target'] }[] = [
   { item: 'main-train', config: 'main', torchKey: 'main_train_step', what: 'main-job train step (MDT d4 D96 p4, b32, full+masked, AdamW+EMA)', target: { against: 'eager', max: 0.7, text: '≤ 0.70× eager' } },
   { item: 'main-sample', config: 'main', torchKey: 'main_sample_250', what: `main-job sampling, ${E2E.steps} DDPM steps, CFG w=${E2E.scale}, ${E2E.images} images (${2 * E2E.images} rows), end to end`, target: { against: 'eager', max: 0.5, text: '≤ 0.50× eager' } },
+  { item: 'main-sample-onnx', config: 'main', torchKey: 'main_sample_250', what: `the same on \`mdt sample --engine onnx\` (exported graph on onnxruntime-node)`, target: { against: 'eager', max: 0.3, text: '≤ 0.30× eager' } },
   { item: 's2-train', config: 's2', torchKey: 'mdt_s2_train_step', what: 'MDT-S/2 train step (b8, full+masked, AdamW+EMA)', target: { against: 'compile', max: 0.9, text: '≤ 0.90× compile' } },
   { item: 'dit-s2-train', config: 'dit-s2', torchKey: 'dit_s2_train_step', what: 'DiT-S/2 train step (b8, AdamW+EMA)', target: { against: 'compile', max: 1.0, text: '≤ 1.00× compile' } },
 ];
 
 /** Our number for an item: on the default runtime's variant, else the fastest variant measured. */
 function oursFor(rows: readonly ChildResult[], s: (typeof SIDE)[number], defaultVariant: Variant): { ms: number; on: string } | null {
-  const value = (r: ChildResult) => (s.item === 'main-sample' ? (r.sampleE2E?.ms.wallMs ?? null) : r.trainMs.wallMs);
+  const value = (r: ChildResult) => {
+    if (s.item === 'main-sample') return r.sampleE2E?.ms.wallMs ?? null;
+    if (s.item === 'main-sample-onnx') return r.sampleE2EOnnx !== null && 'ms' in r.sampleE2EOnnx ? r.sampleE2EOnnx.ms.wallMs : null;
+    return r.trainMs.wallMs;
+  };
   const candidates = rows.filter((r) => r.key === s.config && value(r) !== null);
   const pick = candidates.find((r) => r.variant === defaultVariant) ?? [...candidates].sort((a, b) => value(a)! - value(b)!)[0];
   return pick === undefined ? null : { ms: value(pick)!, on: pick.variant === defaultVariant ? pick.variant : `${pick.variant} (not the default runtime)` };
@@ -509,6 +515,7 @@ async function main(): Promise<void> {
   if (side.length > 0) console.log(`\nside by side with PyTorch (ours: ${defaultVariant}, the runtime's default here${torchRun.record === null ? '' : `; PyTorch ${torchRun.record.torch ?? '?'}, ${torchRun.record.threads ?? '?'} threads, BLAS ${torchRun.record.blas_build ?? '?'}`}):`);
   if (side.length > 0) console.log(sideTable(side));
   else console.log('\nno side-by-side items among the configs (main, s2, dit-s2 have them)');
+  for (const r of rows) if (r.sampleE2EOnnx !== null && 'error' in r.sampleE2EOnnx) console.log(`* main-sample-onnx on ${r.variant}: not measured: ${r.sampleE2EOnnx.error}`);
   for (const r of side) if (r.compileError !== null && r.item !== 'mdt÷dit') console.log(`* ${r.item}: torch.compile failed: ${r.compileError.replace(/\s+/g, ' ').slice(0, 300)}`);
   const compiled = SIDE.flatMap((s) => {
     const first = torchRun.record?.results_compile?.[s.torchKey]?.warmup_ms?.[0];

@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { convertCommand } from './convert.ts';
 import { doctorCommand } from './doctor.ts';
 import { encodeCommand } from './encode.ts';
+import { exportCommand } from './export.ts';
 import { graphCommand } from './graph.ts';
 import { inpaintCommand } from './inpaint.ts';
 import { processIO, type CliIO } from './io.ts';
@@ -37,6 +38,7 @@ export function buildProgram(io: CliIO, setExitCode: (code: number) => void = ()
   parityCommand(program, setExitCode);
   convertCommand(program, io);
   encodeCommand(program, io);
+  exportCommand(program, io);
   return program;
 }
 

@@ -4,6 +4,9 @@ import { mkdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { compileSampler } from '../compile/sample.ts';
+import { onnxSampler, openOnnxFile } from '../compile/onnx-engine.ts';
+import type { ModelConfig } from '../mdt/config.ts';
+import type { Key } from '../dsl/random.ts';
 import { foldIn, keyFromSeed } from '../dsl/random.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { imageGrid, writePng } from '../mdt/viz/png.ts';
@@ -33,6 +36,7 @@ interface SampleFlags extends CheckpointFlags, GuidanceFlags {
   readonly out?: string;
   readonly latentsOut?: string;
   readonly backend: BackendChoice;
+  readonly engine: 'tfjs' | 'onnx';
 }
 
 export function classListArg(v: string): 'all' | number[] {
@@ -67,6 +71,7 @@ export function sampleCommand(program: Command, io: CliIO): Command {
     .addOption(option('--out <dir>', 'output directory', { defaultText: 'samples/<checkpoint>-<timestamp>' }))
     .addOption(option('--latents-out <file>', 'also save the raw latents (N, C, H, W) float32: .npy, or .safetensors with their labels; a latent model then needs no --vae', { defaultText: 'none' }))
     .addOption(backendOption())
+    .addOption(option('--engine <name>', 'what runs the network: the compiled tfjs graph, or onnxruntime-node on an .onnx file from mdt export (given as --ckpt)', { default: 'tfjs', choices: ['tfjs', 'onnx'] }))
     .action(async (f: SampleFlags) => runSample(f, io));
   return cmd;
 }
@@ -83,43 +88,39 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
   if (latents !== null) await checkOutputDir('--latents-out', dirname(resolve(latents.path)));
   await startBackend(f.backend);
   // Everything that can be refused is, before the weights load.
-  const c = await checkpointConfig(f, io);
-  const classes = resolveClasses(f.class, c.numClasses);
-  const guidance = guidanceFrom(f, c);
-  const guideChannels = guideChannelsFrom(f, c);
-  const vae: Vae | null = f.vae === undefined ? null : await openVae(f.vae);
-  let values: Map<string, tf.Tensor> | undefined;
+  const engine = f.engine === 'onnx' ? await onnxEngine(f) : await tfjsEngine(f, io);
+  const c = engine.config;
+  let vae: Vae | null = null;
+  let sampler: EngineSampler | null = null;
   try {
+    const classes = resolveClasses(f.class, c.numClasses);
+    vae = f.vae === undefined ? null : await openVae(f.vae);
     if (vae !== null && c.inChannels !== vae.config.latentChannels) throw new UsageError(`--vae: the VAE decodes ${vae.config.latentChannels}-channel latents, the model makes ${c.inChannels} channels`);
     // Latents without a decoder are still worth keeping (--latents-out); only the PNGs need pixels.
     const pngs = vae !== null || latents === null || c.inChannels === 1 || c.inChannels === 3;
     const channels = pngs ? pixelChannels(vae === null ? c.inChannels : vae.config.outChannels, vae === null ? 'the model\'s output' : 'the VAE\'s output') : null;
     const outDir = f.out ?? join('samples', sanitize(`${basename(resolve(f.ckpt))}-${timestamp()}`));
     if (pngs) await checkOutputDir('--out', outDir);
-    const loaded = await loadCheckpointModel(f, io, { inference: true, config: c });
-    values = loaded.values;
-    const sampler = compileSampler(loaded.model, values, {
-      steps: f.steps, sampler: f.sampler ?? (f.steps.startsWith('ddim') ? 'ddim' : 'ddpm'), eta: f.eta, guidance, guideChannels, onNote: (n) => say(io, `note: ${n}`),
-    });
+    sampler = await engine.load();
     const labels = Int32Array.from({ length: classes.length * f.count }, (_, i) => classes[i % classes.length]!);
     const K = respacedTables(1000, f.steps).T;
     const batches = Math.ceil(labels.length / f.batchSize);
     const dest = [pngs ? outDir : null, latents?.path ?? null].filter((d) => d !== null).join(' and ');
-    say(io, `sampling ${labels.length} images (${f.count} × classes ${classes.join(',')}) with ${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${K} steps, ${describeGuidance(guidance, guideChannels)} → ${dest}`);
+    say(io, `sampling ${labels.length} images (${f.count} × classes ${classes.join(',')}) with ${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, ${K} steps, ${engine.guidance} → ${dest}`);
     const key = keyFromSeed(f.seed);
     const bar = startProgress(io, { label: 'sampling', total: batches * K, unit: 'steps', every: Math.max(1, Math.ceil(K / 4)) });
     const raw: Float32Array[] = [];
     for (let b = 0; b < batches; b++) {
       const y = labels.subarray(b * f.batchSize, (b + 1) * f.batchSize);
-      const x = sampler.sample(y, foldIn(key, b), (done, total) => bar.update(Math.floor(b * K + (K * done) / total)));
+      const x = await sampler.sample(y, foldIn(key, b), (done, total) => bar.update(Math.floor(b * K + (K * done) / total)));
       raw.push((await x.data()) as Float32Array);
       x.dispose();
     }
     bar.stop();
-    sampler.dispose();
     // The model is done: its weights leave the heap before the VAE needs room to decode.
-    tf.dispose([...values.values()]);
-    values = undefined;
+    const done = sampler;
+    sampler = null;
+    await done.dispose();
     if (latents !== null) {
       const shape = [labels.length, c.inChannels, c.inputSize, c.inputSize];
       const data = concatFloats(raw);
@@ -128,7 +129,7 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
         await writeSafetensors(latents.path, {
           latents: { dtype: 'F32', shape, data },
           labels: { dtype: 'I32', shape: [labels.length], data: labels },
-        }, { format: 'mdt-ts latents', model: c.variant, steps: f.steps, seed: String(f.seed), guidance: describeGuidance(guidance, guideChannels) });
+        }, { format: 'mdt-ts latents', model: c.variant, steps: f.steps, seed: String(f.seed), guidance: engine.guidance });
       }
       say(io, `wrote ${latents.path} (${shape.join('×')} float32 latents${latents.format === 'safetensors' ? ' and their labels' : ''}; an SD VAE decodes latents / 0.18215)`);
     }
@@ -153,7 +154,8 @@ async function runSample(f: SampleFlags, io: CliIO): Promise<void> {
     say(io, `wrote ${join(outDir, 'grid.png')} (${labels.length} samples, ${cols} columns) and sample-*-class*.png`);
   } finally {
     vae?.dispose();
-    if (values !== undefined) tf.dispose([...values.values()]);
+    await sampler?.dispose();
+    await engine.dispose();
   }
 }
 
@@ -165,4 +167,58 @@ function concatFloats(parts: readonly Float32Array[]): Float32Array {
     at += p.length;
   }
   return out;
+}
+
+/** A loaded network with the sampler on it; dispose frees its weights. */
+interface EngineSampler {
+  sample(labels: Int32Array, key: Key, progress?: (done: number, total: number) => void): tf.Tensor4D | Promise<tf.Tensor4D>;
+  dispose(): Promise<void> | void;
+}
+
+/** What samples, known before its weights load: the model it was made for and its guidance. */
+interface Engine {
+  readonly config: ModelConfig;
+  /** The guidance, in words. */
+  readonly guidance: string;
+  load(): Promise<EngineSampler>;
+  dispose(): Promise<void> | void;
+}
+
+const samplerOptions = (f: SampleFlags) => ({ steps: f.steps, sampler: f.sampler ?? (f.steps.startsWith('ddim') ? 'ddim' as const : 'ddpm' as const), eta: f.eta });
+
+async function tfjsEngine(f: SampleFlags, io: CliIO): Promise<Engine> {
+  if (f.ckpt.endsWith('.onnx')) throw new UsageError(`--ckpt ${f.ckpt} is an exported ONNX model: sample it with --engine onnx`);
+  const c = await checkpointConfig(f, io);
+  const guidance = guidanceFrom(f, c);
+  const guideChannels = guideChannelsFrom(f, c);
+  return {
+    config: c,
+    guidance: describeGuidance(guidance, guideChannels),
+    async load() {
+      const { model, values } = await loadCheckpointModel(f, io, { inference: true, config: c });
+      const sampler = compileSampler(model, values, { ...samplerOptions(f), guidance, guideChannels, onNote: (n) => say(io, `note: ${n}`) });
+      return {
+        sample: (labels, key, progress) => sampler.sample(labels, key, progress),
+        dispose() {
+          sampler.dispose();
+          tf.dispose([...values.values()]);
+        },
+      };
+    },
+    dispose() {},
+  };
+}
+
+async function onnxEngine(f: SampleFlags): Promise<Engine> {
+  if (!f.ckpt.endsWith('.onnx')) throw new UsageError(`--engine onnx samples an .onnx file written by mdt export --format onnx; --ckpt ${f.ckpt} is not one (export it first)`);
+  const given = (['cfgScale', 'cfgSchedule', 'guideChannels'] as const).filter((k) => f[k] !== undefined);
+  if (given.length > 0) throw new UsageError(`--engine onnx: guidance is part of the exported graph; drop ${given.map((k) => `--${k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`).join(', ')} (or export again with them)`);
+  const den = await openOnnxFile(f.ckpt);
+  const g = den.guidance;
+  return {
+    config: den.config,
+    guidance: `${g === null ? 'no guidance' : describeGuidance(g.schedule, g.channels ?? 'first3')} (exported in ${basename(f.ckpt)}), on onnxruntime`,
+    load: () => onnxSampler(den, samplerOptions(f)),
+    dispose: () => den.dispose(),
+  };
 }

@@ -61,13 +61,24 @@ export interface StepOptions {
 export function stepProgram(model: DiffusionModel, tables: DiffusionTables, o: StepOptions): Program {
   return (io) => {
     const plain = traceDenoiser(model, io, o.masked ?? false);
-    const den = o.guidance === null ? plain : withGuidance(plain, o.guidance);
-    const [x, k, y] = [io.data('x'), io.data('k'), io.data('y')] as const;
-    const eta = o.eta ?? 0;
-    const r = o.sampler === 'ddpm' ? pSampleStep(den, tables, x as never, k as never, y as never, io.data('noise')) : ddimStep(den, tables, x as never, k as never, y as never, eta > 0 ? io.data('noise') : null, eta);
-    return { x: r.xPrev };
+    return stepOf(o.guidance === null ? plain : withGuidance(plain, o.guidance), tables, o, io);
   };
 }
 
-export const needsStepNoise = (o: StepOptions) => o.sampler === 'ddpm' || (o.eta ?? 0) > 0;
+/**
+ * The update of a step alone, the (guided) network's output given as input `out`: for an
+ * engine that runs the network elsewhere (runtime/onnx-engine.ts).
+ */
+export function updateProgram(tables: DiffusionTables, o: Omit<StepOptions, 'guidance' | 'masked'>): Program {
+  return (io) => stepOf(() => io.data('out'), tables, o, io);
+}
+
+function stepOf(den: Denoiser, tables: DiffusionTables, o: Omit<StepOptions, 'guidance' | 'masked'>, io: TraceIO) {
+  const [x, k, y] = [io.data('x'), io.data('k'), io.data('y')] as const;
+  const eta = o.eta ?? 0;
+  const r = o.sampler === 'ddpm' ? pSampleStep(den, tables, x as never, k as never, y as never, io.data('noise')) : ddimStep(den, tables, x as never, k as never, y as never, eta > 0 ? io.data('noise') : null, eta);
+  return { x: r.xPrev };
+}
+
+export const needsStepNoise = (o: Omit<StepOptions, 'guidance' | 'masked'>) => o.sampler === 'ddpm' || (o.eta ?? 0) > 0;
 

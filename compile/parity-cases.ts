@@ -17,7 +17,7 @@ import { f32, linearBetas } from '../mdt/diffusion/schedule.ts';
 import { guidanceWeight, type GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import { minSnrWeights } from '../mdt/diffusion/min-snr.ts';
 import { ddimStep, pSampleStep, qSample, trainingLosses, type Denoiser } from '../mdt/diffusion/gaussian.ts';
-import { withGuidance } from '../mdt/diffusion/cfg.ts';
+import { withGuidance, type GuidanceOptions } from '../mdt/diffusion/cfg.ts';
 import { maskInputs, traceDenoiser } from './model-graph.ts';
 import type { TraceIO } from './trace.ts';
 import type { CaseHandler, FixtureCase, FixtureContext, Values } from './parity.ts';
@@ -45,11 +45,16 @@ export async function fixturePlan(ctx: FixtureContext, c: FixtureCase, batch: nu
   return planFromShuffle(await ctx.ints(c, 'ids_shuffle'), batch, n, ctx.scalar(c, 'len_keep'));
 }
 
+/** The case's classifier-free guidance, or null when it gives no cfg_scale. */
+export function fixtureGuidanceOptions(ctx: FixtureContext, c: FixtureCase): GuidanceOptions | null {
+  return 'cfg_scale' in c.inputs ? { schedule: fixtureGuidance(ctx, c), T: diffusionSteps(ctx, c), inChannels: ctx.config.inChannels } : null;
+}
+
 /** The fixture's network in a trace: plain, or wrapped in CFG when the case gives a cfg_scale. */
 function fixtureDenoiser(ctx: FixtureContext, c: FixtureCase, io: TraceIO): Denoiser {
   const plain = traceDenoiser(ctx.model, io, false);
-  if (!('cfg_scale' in c.inputs)) return plain;
-  return withGuidance(plain, { schedule: fixtureGuidance(ctx, c), T: diffusionSteps(ctx, c), inChannels: ctx.config.inChannels });
+  const guidance = fixtureGuidanceOptions(ctx, c);
+  return guidance === null ? plain : withGuidance(plain, guidance);
 }
 
 const ints = (v: Int32Array) => tf.tensor1d(v, 'int32');

@@ -84,7 +84,7 @@ export function compare(actual: Values, expected: StTensor, rtol: number, atol: 
   return { ratio: allowed === 0 ? (maxErr === 0 ? 0 : Infinity) : maxErr / allowed, maxErr };
 }
 
-async function loadContext(dir: string, cases: StFile): Promise<FixtureContext> {
+export async function loadContext(dir: string, cases: StFile): Promise<FixtureContext> {
   const json = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const config = configFromJson(json);
   const model = buildModel(config);

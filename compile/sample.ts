@@ -123,6 +123,23 @@ export function rowsOfNoise(noise: NoiseSource, rows: number, per: number, range
   };
 }
 
+/**
+ * The rows the network runs for `labels` after checking them: with guidance, CFG's 2B rows
+ * [labels; null label] (the guided step keeps both halves' inputs identical).
+ */
+export function guidedLabels(labels: Int32Array, numClasses: number, guided: boolean): Int32Array {
+  for (const y of labels) if (!(Number.isInteger(y) && y >= 0 && y < numClasses)) throw new Error(`sample: class ${y} is out of range [0, ${numClasses - 1}]`);
+  return guided ? Int32Array.from([...labels, ...new Array<number>(labels.length).fill(numClasses)]) : labels;
+}
+
+/** The first `b` rows of the sampled x_0 (the conditional half under guidance); disposes `out`. */
+export function takeImages(out: tf.Tensor4D, b: number): tf.Tensor4D {
+  if (out.shape[0] === b) return out;
+  const first = tf.slice(out, [0, 0, 0, 0], [b, -1, -1, -1]);
+  out.dispose();
+  return first;
+}
+
 export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string, tf.Tensor>, opts: SamplerOptions): Sampler {
   const c = model.config;
   const T = opts.diffusionSteps ?? 1000;
@@ -138,23 +155,18 @@ export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string
     const b = labels.length;
     const part = labels.subarray(from, to);
     const n = to - from;
-    const y = guidance === null ? part : Int32Array.from([...part, ...new Array<number>(n).fill(c.numClasses)]);
+    const y = guidedLabels(part, c.numClasses, guidance !== null);
     const ranges: [number, number][] = guidance === null ? [[from, to]] : [[from, to], [b + from, b + to]];
     const partNoise = rowsOfNoise(noise, rowsOf(b), per, ranges);
     const runner = stepRunner(compiled, y, partNoise);
     try {
-      const out = sampleLoop(runner.run, tables, [y.length, ...sample], partNoise, progress);
-      if (guidance === null) return out;
-      const first = tf.slice(out, [0, 0, 0, 0], [n, -1, -1, -1]);
-      out.dispose();
-      return first;
+      return takeImages(sampleLoop(runner.run, tables, [y.length, ...sample], partNoise, progress), n);
     } finally {
       runner.dispose();
     }
   };
   return {
     sample(labels, key, progress) {
-      for (const y of labels) if (!(Number.isInteger(y) && y >= 0 && y < c.numClasses)) throw new Error(`sample: class ${y} is out of range [0, ${c.numClasses - 1}]`);
       const b = labels.length;
       const noise = noiseFromKey(key);
       const heap = heapStatus();

@@ -31,8 +31,8 @@ function run(name: string, inputs: tf.NamedTensorMap, attrs: Record<string, numb
 
 // 0.5·(1 + tanh(u)) = σ(2u): the tanh form as one sigmoid, which wasm runs vectorised
 // (its tanh is ~15× slower), with u = √(2/π)·(x + 0.044715·x³) written as x·(A + B·x²).
-const GELU_A = 2 * Math.sqrt(2 / Math.PI);
-const GELU_B = GELU_A * 0.044715;
+export const GELU_A = 2 * Math.sqrt(2 / Math.PI);
+export const GELU_B = GELU_A * 0.044715;
 
 /** σ(x·(A + B·x²)): GELU(x) = x·geluGate(x). */
 function geluGate(x: tf.Tensor): tf.Tensor {

@@ -1,0 +1,161 @@
+/**
+ * The onnxruntime engine: runs a denoiser that `mdt export --format onnx` wrote with
+ * onnxruntime-node (an optional dependency: its absence is a clear error here, nothing else),
+ * and samples with it. The file is checked before onnxruntime sees it — a file that is not
+ * ONNX, one of another model, an operator set this engine was not written for — so each
+ * mistake gets a sentence rather than a runtime's stack. Sampling appends the sampler's update
+ * (DDPM or DDIM, traced from the tfjs engine's own code) to the file's graph, so each step is one
+ * onnxruntime call. Environment: MDT_ONNX_PROVIDERS, MDT_ONNX_THREADS (sessionOptions).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { readFile } from 'node:fs/promises';
+import type * as Ort from 'onnxruntime-node';
+import type { Key } from '../dsl/random.ts';
+import { validateConfig, type ModelConfig } from '../mdt/config.ts';
+import type { GuidanceOptions } from '../mdt/diffusion/cfg.ts';
+import { respacedTables } from '../mdt/diffusion/respace.ts';
+import { noiseFromKey } from '../mdt/diffusion/sampler.ts';
+import { MDT_ONNX_FORMAT, type MdtOnnxMeta } from './onnx-export.ts';
+import { ONNX_OPSET } from './onnx.ts';
+import { needsStepNoise } from './model-graph.ts';
+import { stepModel, type UpdateOptions } from './onnx-step.ts';
+import { guidedLabels, takeImages, type SamplerOptions } from './sample.ts';
+import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
+import { decodeOnnx, encodeOnnx, OnnxFileError, readOnnxInfo, type OnnxFileInfo, type OnnxTensorInfo } from '../formats/onnx.ts';
+
+const ELEM = { 1: 'float32', 6: 'int32', 7: 'int64' } as Record<number, string>;
+const describe = (t: OnnxTensorInfo) => `${t.name} [${t.dims.join(', ')}] ${ELEM[t.elemType] ?? `type ${t.elemType}`}`;
+
+/** Checks that `info` is a denoiser `mdt export` wrote, for one model; returns what its metadata says. */
+export function checkMdtOnnx(info: OnnxFileInfo, what: string): MdtOnnxMeta {
+  if (info.opset === null || info.opset > ONNX_OPSET) {
+    throw new OnnxFileError(`${what}: uses ${info.opset === null ? 'no default-domain operator set' : `operator set ${info.opset}`}; this engine runs the graphs mdt export writes, opset ${ONNX_OPSET} (re-export the checkpoint with this version)`);
+  }
+  const format = info.metadata.get('mdt.format');
+  if (format !== MDT_ONNX_FORMAT) {
+    const io = `inputs ${info.inputs.map(describe).join(', ') || 'none'}`;
+    throw new OnnxFileError(`${what}: an ONNX model (${info.producer || 'unknown producer'}, ${io}) but not an MDT/DiT denoiser written by mdt export (metadata mdt.format is ${format === undefined ? 'missing' : `"${format}"`}, expected "${MDT_ONNX_FORMAT}")`);
+  }
+  let config: ModelConfig;
+  let guidance: GuidanceOptions | null;
+  try {
+    config = validateConfig(JSON.parse(info.metadata.get('mdt.config') ?? '') as ModelConfig);
+    guidance = JSON.parse(info.metadata.get('mdt.guidance') ?? '') as GuidanceOptions | null;
+  } catch (e) {
+    throw new OnnxFileError(`${what}: its mdt.config / mdt.guidance metadata do not parse (${(e as Error).message})`);
+  }
+  const c = config;
+  const expected: Record<string, readonly (number | string)[]> = { x: ['rows', c.inChannels, c.inputSize, c.inputSize], t: ['rows'], y: ['rows'] };
+  for (const [name, dims] of Object.entries(expected)) {
+    const got = info.inputs.find((i) => i.name === name);
+    const fits = got !== undefined && got.dims.length === dims.length && dims.every((d, i) => typeof d === 'string' || got.dims[i] === d);
+    if (!fits) {
+      throw new OnnxFileError(`${what}: its graph does not fit the model its metadata names (${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}): expected input ${name} [${dims.join(', ')}], the graph has ${got === undefined ? 'none' : describe(got)}`);
+    }
+  }
+  return { config, guidance, which: info.metadata.get('mdt.weights') ?? '' };
+}
+
+async function loadOrt(): Promise<typeof Ort> {
+  try {
+    return await import('onnxruntime-node');
+  } catch (e) {
+    throw new Error(`--engine onnx needs the optional dependency onnxruntime-node, which is not installed (${(e as Error).message.split('\n')[0]}); run \`npm install\` without --omit=optional`);
+  }
+}
+
+export interface OnnxDenoiser extends MdtOnnxMeta {
+  /** Runs the network on rows (x, t, y); the output is the caller's. */
+  run(x: tf.Tensor4D, t: Int32Array, y: Int32Array): Promise<tf.Tensor4D>;
+  /** A session on the file's graph with the sampler's update appended (compile/onnx-step.ts). */
+  stepSession(tables: DiffusionTables, o: UpdateOptions): Promise<Ort.InferenceSession>;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Session options: execution providers from MDT_ONNX_PROVIDERS (a comma list such as
+ * "cuda,cpu"; default cpu), intra-op threads from MDT_ONNX_THREADS (default: every core).
+ */
+function sessionOptions(): Ort.InferenceSession.SessionOptions {
+  const providers = (process.env.MDT_ONNX_PROVIDERS ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '');
+  const threads = Number(process.env.MDT_ONNX_THREADS ?? '');
+  return { executionProviders: providers.length > 0 ? providers : ['cpu'], graphOptimizationLevel: 'all', ...(Number.isInteger(threads) && threads > 0 ? { intraOpNumThreads: threads } : {}) };
+}
+
+/** Reads, checks and opens the file `path`. */
+export async function openOnnxFile(path: string): Promise<OnnxDenoiser> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    throw new OnnxFileError(`${path}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); expected an .onnx file written by mdt export`);
+  }
+  return openOnnxDenoiser(bytes, path);
+}
+
+/** Checks and opens a model's bytes (`path` names it in errors). */
+export async function openOnnxDenoiser(bytes: Uint8Array, path: string): Promise<OnnxDenoiser> {
+  const meta = checkMdtOnnx(readOnnxInfo(bytes, path), path);
+  const ort = await loadOrt();
+  const open = async (model: Uint8Array, what: string) => {
+    try {
+      return await ort.InferenceSession.create(model, sessionOptions());
+    } catch (e) {
+      throw new OnnxFileError(`${path}: onnxruntime ${ort.env.versions.node ?? ''} cannot load ${what}: ${(e as Error).message}`);
+    }
+  };
+  const session = await open(bytes, 'it');
+  const c = meta.config;
+  return {
+    ...meta,
+    async run(x, t, y) {
+      const [rows] = x.shape;
+      const feeds = {
+        x: new ort.Tensor('float32', (await x.data()) as Float32Array, x.shape),
+        t: new ort.Tensor('int32', t, [rows]),
+        y: new ort.Tensor('int32', y, [rows]),
+      };
+      const r = await session.run(feeds);
+      const out = r['out']!;
+      const data = out.data as Float32Array;
+      out.dispose();
+      return tf.tensor4d(data, [rows, 2 * c.inChannels, c.inputSize, c.inputSize]);
+    },
+    stepSession: (tables, o) => open(encodeOnnx(stepModel(decodeOnnx(bytes), c, meta.guidance, tables, o)), `its graph with the ${o.sampler} update appended`),
+    dispose: () => session.release(),
+  };
+}
+
+/**
+ * The sampler of an ONNX denoiser: one onnxruntime call per step (the file's network and the
+ * update, compile/onnx-step.ts), on the tfjs engine's noise (noiseFromKey), so that both engines
+ * sample the same images from the same key.
+ */
+export async function onnxSampler(den: OnnxDenoiser, opts: Omit<SamplerOptions, 'guidance' | 'guideChannels'>) {
+  const ort = await loadOrt();
+  const c = den.config;
+  const tables = respacedTables(opts.diffusionSteps ?? 1000, opts.steps);
+  const o = { sampler: opts.sampler, eta: opts.eta ?? 0 };
+  const session = await den.stepSession(tables, o);
+  return {
+    async sample(labels: Int32Array, key: Key, progress?: (done: number, total: number) => void): Promise<tf.Tensor4D> {
+      const y = guidedLabels(labels, c.numClasses, den.guidance !== null);
+      const shape = [y.length, c.inChannels, c.inputSize, c.inputSize] as [number, number, number, number];
+      const n = shape.reduce((a, b) => a * b, 1);
+      const noise = noiseFromKey(key);
+      const ys = new ort.Tensor('int32', y, [y.length]);
+      const k = new Int32Array(y.length);
+      let x = noise.initial(n);
+      for (let step = tables.T - 1; step >= 0; step--) {
+        const feeds: Record<string, Ort.Tensor> = { x: new ort.Tensor('float32', x, shape), k: new ort.Tensor('int32', k.fill(step), [y.length]), y: ys };
+        if (needsStepNoise(o)) feeds['noise'] = new ort.Tensor('float32', noise.step(step, n), shape);
+        const r = await session.run(feeds);
+        x = Float32Array.from(r['x_prev']!.data as Float32Array);
+        r['x_prev']!.dispose();
+        progress?.(tables.T - step, tables.T);
+      }
+      return takeImages(tf.tensor4d(x, shape), labels.length);
+    },
+    dispose: () => session.release(),
+  };
+}

@@ -1,0 +1,178 @@
+/**
+ * ONNX export and the onnxruntime engine: every golden fixture's forward and forward_cfg cases
+ * through the exported graph on onnxruntime-node, within the case's tolerance, at the case's
+ * batch (the file's batch axis is dynamic); bad files refused with a sentence. Skipped, with the
+ * reason, where the optional onnxruntime-node is not installed.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { PNG } from 'pngjs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../runtime/backend.ts';
+import { registerMissingKernels } from '../runtime/kernels.ts';
+import { DEFAULT_FIXTURES, fixtureDirs } from '../compile/parity-cli.ts';
+import { compare, loadContext, type FixtureCase } from '../compile/parity.ts';
+import { fixtureGuidanceOptions } from '../compile/parity-cases.ts';
+import { exportOnnx } from '../compile/onnx-export.ts';
+import { openSafetensors } from '../formats/safetensors.ts';
+import { encodeOnnx, type OnnxModel } from '../formats/onnx.ts';
+import { writeSafetensors } from '../formats/safetensors.ts';
+import { initParams } from '../compile/init.ts';
+import { stateDictFromParams } from '../compile/weights.ts';
+import { namedConfig } from '../mdt/config.ts';
+import { buildModel } from '../mdt/model.ts';
+import { startBackend } from '../cli/options.ts';
+import { cli } from './cli-capture.ts';
+import { onnxSampler, openOnnxDenoiser } from '../compile/onnx-engine.ts';
+import { compileSampler } from '../compile/sample.ts';
+import { keyFromSeed } from '../dsl/random.ts';
+
+const ortMissing = await import('onnxruntime-node').then(() => null, (e: Error) => `onnxruntime-node (optional) is not installed: ${e.message.split('\n')[0]}`);
+
+test('the exported graph of every fixture matches its forward and forward_cfg cases on onnxruntime-node', async (t) => {
+  if (ortMissing !== null) return t.skip(ortMissing);
+  await initBackend({ prefer: 'cpu' });
+  registerMissingKernels();
+  const lines: string[] = [];
+  let checked = 0;
+  for (const dir of fixtureDirs(DEFAULT_FIXTURES)) {
+    const list = JSON.parse(await readFile(join(dir, 'cases.json'), 'utf8')) as FixtureCase[];
+    const file = await openSafetensors(join(dir, 'cases.safetensors'));
+    try {
+      const ctx = await loadContext(dir, file);
+      for (const c of list.filter((c) => c.kind === 'forward' || c.kind === 'forward_cfg')) {
+        const guidance = fixtureGuidanceOptions(ctx, c);
+        const bytes = encodeOnnx(exportOnnx(ctx.model, ctx.weights, { guidance, which: 'fixture', producerVersion: 'test' }));
+        const den = await openOnnxDenoiser(bytes, `${c.name}.onnx`);
+        const x = await ctx.float(c, 'x');
+        const out = await den.run(x as tf.Tensor4D, await ctx.ints(c, 't'), await ctx.ints(c, 'y'));
+        const { ratio } = compare((await out.data()) as Float32Array, await file.read(c.outputs['out']!), c.rtol, c.atol);
+        tf.dispose([x, out]);
+        await den.dispose();
+        lines.push(`${dir.split('/').pop()}/${c.name}: ${ratio.toExponential(2)} of allowed`);
+        assert.ok(ratio <= 1, lines.at(-1));
+        checked++;
+      }
+      tf.dispose([...ctx.weights.values()]);
+    } finally {
+      await file.close();
+    }
+  }
+  console.log(lines.join('\n'));
+  // FORMAT.md §9: MDT v1 and v2 each have forward, forward_null_label and two forward_cfg cases; DiT three.
+  assert.equal(checked, 11);
+});
+
+test('the onnx engine samples what the tfjs engine samples from the same noise (DDPM with guidance, DDIM plain)', async (t) => {
+  if (ortMissing !== null) return t.skip(ortMissing);
+  await initBackend({ prefer: 'cpu' });
+  registerMissingKernels();
+  const before = tf.memory().numTensors;
+  for (const [fixture, steps, sampler, scale] of [['mdt-v1-tiny', '25', 'ddpm', 3.8], ['dit-tiny', 'ddim10', 'ddim', 1]] as const) {
+    const dir = join(DEFAULT_FIXTURES, fixture);
+    const file = await openSafetensors(join(dir, 'cases.safetensors'));
+    const ctx = await loadContext(dir, file);
+    await file.close();
+    const c = ctx.config;
+    const schedule = scale === 1 ? null : { kind: 'power-cosine' as const, scale, power: 4 };
+    const guidance = schedule === null ? null : { schedule, channels: 'first3' as const, inChannels: c.inChannels };
+    const den = await openOnnxDenoiser(encodeOnnx(exportOnnx(ctx.model, ctx.weights, { guidance, which: 'fixture', producerVersion: 'test' })), `${fixture}.onnx`);
+    const opts = { steps, sampler, guidance: schedule, guideChannels: 'first3' as const };
+    const ours = compileSampler(ctx.model, ctx.weights, opts);
+    const onnx = await onnxSampler(den, opts);
+    const labels = Int32Array.from([3, 7]);
+    const a = ours.sample(labels, keyFromSeed(11));
+    const b = await onnx.sample(labels, keyFromSeed(11));
+    assert.deepEqual(b.shape, [2, c.inChannels, c.inputSize, c.inputSize]);
+    // The sampling step cases' tolerance (p_sample_step, ddim_step: rtol 1e-4, atol 1e-6 of max |x|).
+    const { ratio } = compare((await b.data()) as Float32Array, { dtype: 'F32', shape: a.shape, data: (await a.data()) as Float32Array }, 1e-4, 1e-6);
+    console.log(`${fixture} ${steps}${schedule === null ? '' : ' CFG'}: onnx vs tfjs ${ratio.toExponential(2)} of allowed`);
+    assert.ok(ratio <= 1, `${fixture}: ${ratio}`);
+    tf.dispose([a, b, ...ctx.weights.values()]);
+    ours.dispose();
+    await onnx.dispose();
+    await den.dispose();
+  }
+  assert.equal(tf.memory().numTensors, before, 'no tensor outlives the samplers');
+});
+
+/** A small pixel DiT with random (not zero-initialised) weights, as a bare state dict. */
+async function writePixelDit(path: string): Promise<void> {
+  const model = buildModel(PIXEL_DIT);
+  const values = new Map([...initParams(model.params, keyFromSeed(3))].map(([k, v], i) => {
+    const noisy = v.dtype === 'float32' ? tf.tidy(() => tf.add(v, tf.randomNormal(v.shape, 0, 0.2, 'float32', i))) : v;
+    if (noisy !== v) v.dispose();
+    return [k, noisy] as const;
+  }));
+  await writeSafetensors(path, await stateDictFromParams(model.params, values), { format: 'pt' });
+  tf.dispose([...values.values()]);
+}
+
+const PIXEL_DIT = namedConfig('DiT-S/2', { inputSize: 8, inChannels: 1, numClasses: 4, depth: 2, hiddenSize: 32, numHeads: 2 });
+
+test('mdt export and mdt sample --engine onnx: the tfjs engine\'s grid; bad files get a sentence', async (t) => {
+  if (ortMissing !== null) return t.skip(ortMissing);
+  const dir = mkdtempSync(join(tmpdir(), 'mdt-onnx-'));
+  try {
+    await startBackend('cpu');
+    const ckpt = join(dir, 'dit.safetensors');
+    await writePixelDit(ckpt);
+    const model = join(dir, 'model.onnx');
+    const e = await cli('export', '--ckpt', ckpt, '--num-heads', '2', '--cfg-scale', '3', '--format', 'onnx', '--out', model);
+    assert.equal(e.code, 0, e.err);
+    assert.match(e.out, /ONNX opset 17\): dit 8×8×1, ema weights, guidance constant w=3 on all channels/);
+    const common = ['--class', '0,1,2,3', '--count', '1', '--steps', '20', '--seed', '4'];
+    const viaOnnx = await cli('sample', '--engine', 'onnx', '--ckpt', model, ...common, '--out', join(dir, 'onnx'));
+    assert.equal(viaOnnx.code, 0, viaOnnx.err);
+    assert.match(viaOnnx.out, /guidance constant w=3 on all channels \(exported in model\.onnx\), on onnxruntime/);
+    const viaTfjs = await cli('sample', '--ckpt', ckpt, '--num-heads', '2', '--cfg-scale', '3', ...common, '--out', join(dir, 'tfjs'));
+    assert.equal(viaTfjs.code, 0, viaTfjs.err);
+    const [p, q] = ['onnx', 'tfjs'].map((d) => PNG.sync.read(readFileSync(join(dir, d, 'grid.png'))).data);
+    assert.equal(p!.length, q!.length);
+    // 8-bit pixels of the same samples: at most one level apart (rounding at a boundary).
+    assert.ok(p!.every((v, i) => Math.abs(v - q![i]!) <= 1), 'onnx and tfjs grids differ');
+
+    const fails = async (args: string[], code: number, pattern: RegExp) => {
+      const r = await cli('sample', '--engine', 'onnx', ...args, '--out', join(dir, 'refused'));
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.err, pattern);
+    };
+    const bytes = readFileSync(model);
+    const write = (name: string, data: Uint8Array) => {
+      writeFileSync(join(dir, name), data);
+      return join(dir, name);
+    };
+    await fails(['--ckpt', write('image.onnx', readFileSync(join(dir, 'tfjs', 'grid.png')))], 1, /image\.onnx: not (a readable|an) ONNX model/);
+    await fails(['--ckpt', write('cut.onnx', bytes.subarray(0, bytes.length >> 1))], 1, /cut\.onnx: not a readable ONNX model \(\d+ bytes; protobuf: .*\); the file is truncated or of another kind/);
+    await fails(['--ckpt', ckpt], 2, /--engine onnx samples an \.onnx file written by mdt export/);
+    await fails(['--ckpt', model, '--cfg-scale', '2'], 2, /guidance is part of the exported graph; drop --cfg-scale/);
+    // Export refuses what is not a DiT/MDT checkpoint, and an --out that is a folder, before writing anything.
+    const vae = write('vae.safetensors', readFileSync(join(DEFAULT_FIXTURES, 'mdt-v1-tiny', 'cases.safetensors')));
+    const notModel = await cli('export', '--ckpt', vae, '--out', join(dir, 'vae.onnx'));
+    assert.equal(notModel.code, 1, notModel.err);
+    assert.match(notModel.err, /not a DiT\/MDT state dict: expected keys blocks\.N\.\*/);
+    assert.equal((await cli('export', '--ckpt', ckpt, '--num-heads', '2', '--out', dir)).code, 2);
+    assert.ok(!existsSync(join(dir, 'vae.onnx')));
+
+    // Re-encoded variants of an export: another producer's model, another model's metadata, a newer opset.
+    const built = buildModel(PIXEL_DIT);
+    const values = initParams(built.params, keyFromSeed(0));
+    const variant = (name: string, edit: (m: OnnxModel) => void) => {
+      const m = exportOnnx(built, values, { guidance: null, which: 'ema', producerVersion: 'test' });
+      edit(m);
+      return write(name, encodeOnnx(m));
+    };
+    await fails(['--ckpt', variant('other.onnx', (m) => (m.metadataProps = []))], 1, /other\.onnx: an ONNX model \(mdt-ts test, inputs x \[batch, 1, 8, 8\] float32, t \[batch\] int32, y \[batch\] int32\) but not an MDT\/DiT denoiser written by mdt export \(metadata mdt\.format is missing/);
+    await fails(['--ckpt', variant('latent.onnx', (m) => {
+      m.metadataProps.find((p) => p.key === 'mdt.config')!.value = JSON.stringify({ ...built.config, inChannels: 4, inputSize: 32 });
+    })], 1, /latent\.onnx: its graph does not fit the model its metadata names \(dit 32×32×4\): expected input x \[rows, 4, 32, 32\], the graph has x \[batch, 1, 8, 8\] float32/);
+    await fails(['--ckpt', variant('opset.onnx', (m) => (m.opsetImport = [{ domain: '', version: 99 }]))], 1, /opset\.onnx: uses operator set 99; this engine runs the graphs mdt export writes, opset 17/);
+    tf.dispose([...values.values()]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
