@@ -1,0 +1,170 @@
+/**
+ * `mdt eval`: sample quality of a run (its EMA weights sampled here), a folder of images or an
+ * .npz batch, against a reference (a built-in split, a folder, or a statistics .npz), on the
+ * feature classifier of the built-in dataset. Prints the metrics and writes them as JSON.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { Command } from 'commander';
+import { foldIn, keyFromSeed } from '../dsl/random.ts';
+import { writeFileAtomic } from '../formats/atomic-write.ts';
+import { openNpz } from '../formats/npz.ts';
+import { BUILTIN_DATASETS, type BuiltinDataset } from '../mdt/data/builtin.ts';
+import { decodeImage, listImageFiles } from '../mdt/data/image-folder.ts';
+import { CLASSIFIER_SIZE } from '../mdt/eval/classifier.ts';
+import { evaluate, formatReport, FULL_COUNT, generateSamples, referenceFeatures, type Reference, type SampleSet } from '../mdt/eval/evaluate.ts';
+import { classifierView, classifierWeightsPath, splitReference } from '../mdt/eval/feature-nets.ts';
+import { featureStats } from '../mdt/eval/fid.ts';
+import { readStatsFile, writeStatsFile } from '../mdt/eval/stats-file.ts';
+import { loadClassifier, type FeatureNet } from '../mdt/eval/train-classifier.ts';
+import { loadCheckpointModel } from './checkpoint-model.ts';
+import { say, type CliIO } from './io.ts';
+import { backendOption, intArg, numberArg, option, respacingArg, startBackend, timestamp, UsageError, type BackendChoice } from './options.ts';
+
+interface EvalFlags {
+  readonly ref: string;
+  readonly data?: BuiltinDataset;
+  readonly count?: number;
+  readonly seed: number;
+  readonly sampleSteps?: string;
+  readonly cfgScale?: number;
+  readonly kidSubsets: number;
+  readonly saveRefStats?: string;
+  readonly classifier?: string;
+  readonly json?: string;
+  readonly backend: BackendChoice;
+}
+
+/** The flags a run was trained with (cli.json), or {} for anything else. */
+function runFlags(path: string): Record<string, unknown> {
+  const file = join(path, 'cli.json');
+  if (!existsSync(file)) return {};
+  return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+}
+
+const isRun = (path: string) => statSync(path).isDirectory() && (existsSync(join(path, 'run.json')) || existsSync(join(path, 'meta.json')));
+
+/** 28×28 images are padded onto a 32×32 background (-1), as the main job's input. */
+function toClassifierInput(pixels: Uint8Array, count: number, side: number, channels: number, what: string): Float32Array {
+  if (side !== CLASSIFIER_SIZE && side !== 28) throw new UsageError(`${what}: images are ${side}×${side}; the classifier takes 32×32 (or 28×28, padded)`);
+  const off = (CLASSIFIER_SIZE - side) / 2;
+  const out = new Float32Array(count * CLASSIFIER_SIZE * CLASSIFIER_SIZE).fill(-1);
+  for (let n = 0; n < count; n++) {
+    for (let y = 0; y < side; y++) {
+      for (let x = 0; x < side; x++) {
+        // The first channel: gray images saved as RGB repeat it.
+        const v = pixels[((n * side + y) * side + x) * channels]!;
+        out[(n * CLASSIFIER_SIZE + y + off) * CLASSIFIER_SIZE + x + off] = v / 127.5 - 1;
+      }
+    }
+  }
+  return out;
+}
+
+/** An .npz of uint8 images (N, H, W[, C]) in arr_0, as ADM's sample batches; labels in arr_1 if present. */
+async function npzSamples(path: string, limit: number | undefined): Promise<SampleSet> {
+  const npz = await openNpz(path);
+  try {
+    const arr = await npz.read(npz.names.includes('arr_0') ? 'arr_0' : npz.names[0] ?? 'arr_0');
+    if (!(arr.data instanceof Uint8Array) || arr.shape.length < 3 || arr.shape[1] !== arr.shape[2]) throw new UsageError(`${path}: expected uint8 images (N, H, W[, C]) in arr_0, got ${arr.dtype} (${arr.shape.join(', ')})`);
+    const total = arr.shape[0]!, count = Math.min(limit ?? total, total);
+    const labels = npz.names.includes('arr_1') ? await npz.read('arr_1') : null;
+    return {
+      images: toClassifierInput(arr.data, count, arr.shape[1]!, arr.shape[3] ?? 1, path),
+      count,
+      ...(labels === null ? {} : { labels: Int32Array.from(Array.from(labels.data as ArrayLike<number | bigint>, Number).slice(0, count)) }),
+      source: path,
+    };
+  } finally {
+    await npz.close();
+  }
+}
+
+/** Image files of a folder; a `class<k>` in a file name (as `mdt sample` writes them) is its requested class. */
+function folderSamples(dir: string, limit: number | undefined): SampleSet {
+  const files = listImageFiles(dir).slice(0, limit);
+  if (files.length < 2) throw new UsageError(`${dir}: found ${files.length} image(s); FID needs at least 2`);
+  const decoded = files.map((f) => decodeImage(readFileSync(f), f));
+  const side = decoded[0]!.width;
+  const bad = decoded.findIndex((im) => im.width !== side || im.height !== side);
+  if (bad >= 0) throw new UsageError(`${files[bad]}: ${decoded[bad]!.width}×${decoded[bad]!.height}, where ${files[0]} is ${side}×${decoded[0]!.height}; the folder must hold samples of one square size only`);
+  const pixels = new Uint8Array(files.length * side * side * 3);
+  decoded.forEach((im, i) => pixels.set(im.data, i * side * side * 3));
+  const classes = files.map((f) => /class(\d+)/.exec(basename(f))?.[1]);
+  const labeled = classes.every((c) => c !== undefined);
+  return {
+    images: toClassifierInput(pixels, files.length, side, 3, dir),
+    count: files.length,
+    ...(labeled ? { labels: Int32Array.from(classes, Number) } : {}),
+    source: dir,
+  };
+}
+
+async function loadReference(f: EvalFlags, net: FeatureNet, data: BuiltinDataset): Promise<Reference> {
+  if (f.ref === 'test' || f.ref === 'train') return splitReference(net, data, f.ref);
+  if (!existsSync(f.ref)) throw new UsageError(`--ref: expected test, train, a folder of images or a statistics .npz, got ${f.ref} (no such file)`);
+  if (statSync(f.ref).isDirectory()) {
+    const s = folderSamples(f.ref, undefined);
+    return referenceFeatures(net, s.images, s.count, f.ref);
+  }
+  return { kind: 'stats', stats: await readStatsFile(f.ref), source: f.ref };
+}
+
+export function evalCommand(program: Command, io: CliIO): Command {
+  return program
+    .command('eval')
+    .description('FID, KID, precision/recall and class accuracy of a run, a folder of images or an .npz of samples')
+    .argument('<samples>', 'a run (or checkpoint) directory, a folder of PNG/JPEG images, or an .npz of uint8 images (arr_0)')
+    .addOption(option('--ref <what>', 'reference: test or train (the built-in split), a folder of images, or a statistics .npz (mu, sigma)', { default: 'test' }))
+    .addOption(option('--data <name>', 'built-in dataset whose classifier gives the features', { defaultText: "the run's --data, else fashion-mnist", choices: [...BUILTIN_DATASETS] }))
+    .addOption(option('--count <n>', 'samples to generate from a run (or to read from a folder / .npz)', { defaultText: `${FULL_COUNT} (all of a folder / .npz)`, parse: intArg(2) }))
+    .addOption(option('--seed <n>', 'seed of the sampling noise and of the KID subsets', { default: 0, parse: intArg(0) }))
+    .addOption(option('--sample-steps <respacing>', 'sampler steps for a run', { defaultText: "the run's --sample-steps (ddim25)", parse: respacingArg }))
+    .addOption(option('--cfg-scale <w>', 'guidance scale for a run (1 = off)', { defaultText: "the run's --cfg-scale", parse: numberArg(0, Infinity) }))
+    .addOption(option('--kid-subsets <n>', 'KID subsets (of up to 1000 samples each)', { default: 100, parse: intArg(1) }))
+    .addOption(option('--classifier <file>', 'feature classifier weights (from `mdt classifier`)', { defaultText: 'mdt/eval/weights/<data>.safetensors' }))
+    .addOption(option('--save-ref-stats <file>', "also write the reference's statistics (.npz: mu, sigma) for later --ref", { defaultText: 'not written' }))
+    .addOption(option('--json <file>', 'where to write the metrics', { defaultText: 'RUN/eval-<count>.json for a run, else eval-<timestamp>.json' }))
+    .addOption(backendOption())
+    .action(async (samples: string, f: EvalFlags) => {
+      if (!existsSync(samples)) throw new UsageError(`<samples>: no such file or directory: ${samples}`);
+      await startBackend(f.backend);
+      const run = isRun(samples);
+      const recorded = run ? runFlags(samples) : {};
+      const runData = (BUILTIN_DATASETS as readonly string[]).includes(String(recorded['data'])) ? (recorded['data'] as BuiltinDataset) : undefined;
+      const data = f.data ?? runData ?? 'fashion-mnist';
+      const weights = f.classifier ?? classifierWeightsPath(data);
+      if (!existsSync(weights)) throw new UsageError(`no classifier weights for ${data} at ${weights}; train them with \`mdt classifier --data ${data}\``);
+      const net = await loadClassifier(weights, `classifier:${data}`);
+      const started = Date.now();
+      try {
+        let set: SampleSet;
+        if (run) {
+          const { model, values } = await loadCheckpointModel({ ckpt: samples, which: 'ema' }, io);
+          const c = model.config;
+          if (c.inChannels !== 1 || c.inputSize !== CLASSIFIER_SIZE) throw new UsageError(`${samples}: the model makes ${c.inChannels}×${c.inputSize}×${c.inputSize} samples; the ${data} classifier takes 1×32×32 (score latent runs with an InceptionV3 reference instead)`);
+          const count = f.count ?? FULL_COUNT;
+          const steps = f.sampleSteps ?? String(recorded['sampleSteps'] ?? 'ddim25');
+          const cfgScale = f.cfgScale ?? Number(recorded['cfgScale'] ?? 1);
+          say(io, `sampling ${count} images from ${samples} (EMA weights, ${steps}, cfg ${cfgScale}, seed ${f.seed})`);
+          set = generateSamples(model, values, { count, steps, cfgScale, key: foldIn(keyFromSeed(f.seed), 0), onProgress: (done) => io.tty && io.write(`\r  ${done}/${count}`) });
+          if (io.tty) io.write('\n');
+          tf.dispose([...values.values()]);
+        } else set = samples.endsWith('.npz') ? await npzSamples(samples, f.count) : folderSamples(samples, f.count);
+        const ref = await loadReference(f, net, data);
+        if (f.saveRefStats !== undefined) {
+          if (ref.kind !== 'features') throw new UsageError('--save-ref-stats: the reference is already a statistics file');
+          await writeStatsFile(f.saveRefStats, featureStats(ref.features.data, ref.features.dim), { network: net.name, count: ref.features.count, source: ref.source });
+        }
+        const report = evaluate(net, set, ref, { seed: f.seed, kidSubsets: f.kidSubsets, classNames: classifierView(data, 'test').classNames });
+        const seconds = (Date.now() - started) / 1000;
+        const out = f.json ?? (run ? join(samples, `eval-${set.count}.json`) : `eval-${timestamp()}.json`);
+        await writeFileAtomic(out, `${JSON.stringify({ ...report, seconds }, null, 1)}\n`);
+        say(io, formatReport(report));
+        say(io, `(${seconds.toFixed(0)} s; written to ${out})`);
+      } finally {
+        net.dispose();
+      }
+    });
+}

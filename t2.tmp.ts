@@ -1,0 +1,11 @@
+import * as tf from '@tensorflow/tfjs';
+import { startRuntime } from './runtime/start.ts';
+await startRuntime();
+const x = tf.randomNormal([64, 32, 32, 32]) as tf.Tensor4D;
+const w = tf.randomNormal([3, 3, 32, 64]) as tf.Tensor4D;
+const dy = tf.randomNormal([64, 16, 16, 64]) as tf.Tensor4D;
+const time = (label: string, f: () => tf.Tensor) => { f().dispose(); const t0 = performance.now(); for (let i = 0; i < 3; i++) f().dispose(); console.log(label, ((performance.now() - t0) / 3).toFixed(1), 'ms'); };
+time('fwd conv', () => tf.conv2d(x, w, 2, [[0, 0], [1, 1], [1, 1], [0, 0]]));
+time('dx conv2dTranspose', () => tf.conv2dTranspose(dy, w, [64, 32, 32, 32], 2, 'same'));
+time('dw dilated conv', () => tf.tidy(() => tf.transpose(tf.conv2d(tf.transpose(tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]), [3, 1, 2, 0]) as tf.Tensor4D, tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D, 1, 'valid', 'NHWC', 2).slice([0, 0, 0, 0], [32, 3, 3, 64]), [1, 2, 0, 3])));
+time('dw conv2dBackpropFilter(tf)', () => tf.tidy(() => (tf as any).conv2DBackpropFilter ? (tf as any).conv2DBackpropFilter(x, dy, [3,3,32,64], 2, [[0,0],[1,1],[1,1],[0,0]]) : tf.zeros([1])));

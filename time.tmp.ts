@@ -1,0 +1,13 @@
+import { startRuntime } from './runtime/start.ts';
+import { loadBuiltinDataset } from './mdt/data/builtin.ts';
+import { resizeTo } from './mdt/data/resize.ts';
+import { trainClassifier, featureNet, classifyDataset, accuracy, CLASSIFIER_TRAINING } from './mdt/eval/train-classifier.ts';
+console.log(await startRuntime());
+const ds = resizeTo(loadBuiltinDataset('mnist', 'train'), 32, 'pad');
+let t0 = Date.now();
+const p = await trainClassifier(ds, { ...CLASSIFIER_TRAINING.mnist, steps: 400 }, (s, l) => { if (s % 100 === 0) { console.log(s, l.toFixed(3), (Date.now() - t0) / (s + 1)); } });
+console.log('ms/step', (Date.now() - t0) / 400);
+const net = featureNet('x', p);
+t0 = Date.now();
+const r = classifyDataset(net, resizeTo(loadBuiltinDataset('mnist', 'test'), 32, 'pad'), 2000);
+console.log('acc', accuracy(r.predicted, r.labels), 'ms per 2000', Date.now() - t0);
