@@ -10,6 +10,7 @@
  *   layout       reshape transpose broadcast_to slice concat pad
  *   indexing     gather (rows of a table by an int32 index tensor) segment_sum (its adjoint)
  *   products     matmul (batched, transpose flags) conv2d (NHWC, HWIO filter, explicit pads)
+ *   image        max_pool avg_pool (NHWC; 'same' excludes the padding) resize_bilinear (half-pixel), inference only
  *   nn           softmax layer_norm gelu_tanh (last axis), and their *_grad companions
  *   fused        linear ln_modulate softmax_bias: introduced by rewrite rules (compile/fusion.ts)
  *   leaves       input const
@@ -165,6 +166,15 @@ const conv2dVjp: Vjp = (b, node, dy) => {
   const dw = b.emit('reshape', [b.emit('matmul', [cols, dyRows], { transposeA: true, transposeB: false })], { shape: [kh, kw, ci, co] });
   return [dx, dw];
 };
+
+/** NHWC pooling windows of `size`, `stride`, padding 'valid' or 'same' (TensorFlow's rule). */
+function poolInfer(op: string, ins: readonly Node[], attrs: Attrs): Inferred {
+  const x = ins[0]!;
+  const size = attrs['size'] as number, stride = attrs['stride'] as number, pad = attrs['pad'];
+  if (x.shape.length !== 4 || (pad !== 'valid' && pad !== 'same')) fail(op, ins, "expects NHWC maps and pad 'valid' or 'same'");
+  const out = (d: number) => (pad === 'same' ? Math.ceil(d / stride) : Math.floor((d - size) / stride) + 1);
+  return { shape: [x.shape[0]!, out(x.shape[1]!), out(x.shape[2]!), x.shape[3]!], dtype: x.dtype };
+}
 
 function layoutOf(attrs: Attrs, key: string): number[] {
   return [...(attrs[key] as readonly number[])];
@@ -363,6 +373,16 @@ export const PRIMS: Readonly<Record<string, Prim>> = {
     macs: (node, ins) => numel(node.shape) * ins[1]!.shape[0]! * ins[1]!.shape[1]! * ins[1]!.shape[2]!,
   },
 
+  max_pool: { infer: (ins, attrs) => poolInfer('max_pool', ins, attrs) },
+  avg_pool: { infer: (ins, attrs) => poolInfer('avg_pool', ins, attrs) },
+  resize_bilinear: {
+    infer: (ins, attrs) => {
+      const x = ins[0]!;
+      const [h, w] = layoutOf(attrs, 'size') as [number, number];
+      if (x.shape.length !== 4 || !(h >= 1 && w >= 1)) fail('resize_bilinear', ins, 'expects NHWC maps and a size (h, w) ≥ 1');
+      return { shape: [x.shape[0]!, h, w, x.shape[3]!], dtype: x.dtype };
+    },
+  },
   softmax: { infer: same, vjp: (b, n, dy) => [b.emit('softmax_grad', [n.id, dy])] },
   softmax_grad: { infer: same },
   layer_norm: { infer: same, vjp: (b, n, dy) => [b.emit('layer_norm_grad', [dy, n.inputs[0]!], n.attrs)] },
