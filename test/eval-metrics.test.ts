@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import * as tf from '@tensorflow/tfjs';
 import { keyFromSeed, foldIn, normal } from '../dsl/random.ts';
-import { multiply, symmetricEigen } from '../mdt/eval/linalg.ts';
+import { multiply, symmetricEigen, symmetricEigenvalues } from '../mdt/eval/linalg.ts';
 import { featureStats, frechetDistance } from '../mdt/eval/fid.ts';
 import { features, type Features } from '../mdt/eval/features.ts';
 import { kernelInceptionDistance, mmd2Unbiased } from '../mdt/eval/kid.ts';
@@ -44,7 +44,7 @@ function gaussian(key: number, n: number, mu: readonly number[], std: readonly n
 
 const close = (actual: number, want: number, tol: number, what: string) => assert.ok(Math.abs(actual - want) <= tol, `${what}: ${actual} vs ${want} (tolerance ${tol})`);
 
-test('symmetric eigendecomposition: V diag(λ) Vᵀ = A and VᵀV = I', () => {
+test('symmetric eigendecomposition: V diag(λ) Vᵀ = A, VᵀV = I, and the eigenvalues alone agree', () => {
   fc.assert(fc.property(fc.integer({ min: 1, max: 12 }), fc.integer({ min: 0, max: 1000 }), (n, seed) => {
     const r = normal(keyFromSeed(seed), n * n);
     const a = new Float64Array(n * n);
@@ -59,6 +59,7 @@ test('symmetric eigendecomposition: V diag(λ) Vᵀ = A and VᵀV = I', () => {
       assert.ok(Math.abs(gram[i]! - (i % (n + 1) === 0 ? 1 : 0)) < 1e-12);
     }
     for (let k = 1; k < n; k++) assert.ok(values[k - 1]! <= values[k]!);
+    symmetricEigenvalues(a, n).forEach((l, k) => assert.ok(Math.abs(l - values[k]!) < 1e-10 * (1 + Math.abs(l))));
   }), { numRuns: 40 });
 });
 

@@ -17,7 +17,7 @@ import { lower } from '../compile/execute.ts';
 import { jit, type Program } from '../compile/trace.ts';
 import { mean } from '../dsl/ops.ts';
 import { INCEPTION_PARAMS, inceptionBlocks, unusedInceptionKey } from '../mdt/eval/inception.ts';
-import { loadInceptionWeights } from '../mdt/eval/inception-weights.ts';
+import { loadInceptionWeights } from '../mdt/eval/inception-run.ts';
 import { checkpointPickle, writeTorchArchive, type TensorSpec } from './torch-pt-builder.ts';
 import { useBackend } from './compile-support.ts';
 import type { Maps } from '../layers/conv.ts';
@@ -118,13 +118,14 @@ test("InceptionV3 matches pytorch-fid's on golden tensors, weights read from a .
       close(out.get('pool3')!.dataSync(), g('pool3').data as Float32Array, 3e-4, 1e-4, 'pool3 features'),
     ];
     t.diagnostic(`largest excess over the relative tolerance per block: ${worst.map((w) => w.toExponential(1)).join(', ')}`);
-    tf.dispose([x, ...out.values(), ...params.values()]);
+    tf.dispose([x, ...out.values()]);
     exe.dispose();
 
     // Strict keys: a state dict of another network is refused by name.
     const other = join(dir, 'other.pth');
     await writeTorchArchive(other, checkpointPickle([{ ...specs[0]!, key: 'features.0.weight' }, ...specs.slice(1)]), storages);
     await assert.rejects(loadInceptionWeights(other), /not pytorch-fid's InceptionV3 weights.*unexpected key\(s\): features\.0\.weight/s);
+    tf.dispose([...params.values()]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

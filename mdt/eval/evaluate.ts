@@ -56,6 +56,8 @@ export interface EvalOptions {
   readonly kidSubsets?: number;
   /** Skip KID and precision/recall (FID and class accuracy only: the quick check during training). */
   readonly fidOnly?: boolean;
+  /** What the samples are, for the report. */
+  readonly source?: string;
 }
 
 /** Features of a reference image set under `net`. */
@@ -65,12 +67,17 @@ export function referenceFeatures(net: FeatureNet, images: Float32Array, count: 
 
 export function evaluate(net: FeatureNet, samples: SampleSet, ref: Reference, opts: EvalOptions): EvalReport {
   const run = net.run(samples.images, samples.count);
-  const fake = features(run.features, net.dim, samples.source);
+  return evaluateFeatures(net.name, features(run.features, net.dim, samples.source), { predicted: run.predicted, labels: samples.labels }, ref, { ...opts, source: samples.source });
+}
+
+/** The metrics of generated features `fake` (of network `network`); class accuracy where both predicted and requested classes are known. */
+export function evaluateFeatures(network: string, fake: Features, classes: { readonly predicted?: Int32Array; readonly labels?: Int32Array | undefined }, ref: Reference, opts: EvalOptions): EvalReport {
+  const count = fake.count;
   const caveats: string[] = [];
-  if (samples.count < FULL_COUNT) caveats.push(`${samples.count} samples (< ${FULL_COUNT}): FID is biased upwards at small counts; compare only numbers computed from the same count`);
+  if (count < FULL_COUNT) caveats.push(`${count} samples (< ${FULL_COUNT}): FID is biased upwards at small counts; compare only numbers computed from the same count`);
   const refStats = ref.kind === 'stats' ? ref.stats : { ...featureStats(ref.features.data, ref.features.dim), meta: { network: ref.network } };
-  checkSameNetwork({ network: net.name }, refStats.meta, `reference ${ref.source}`);
-  if (refStats.dim !== net.dim) throw new Error(`reference ${ref.source}: its statistics have ${refStats.dim} features, ${net.name} gives ${net.dim}: they come from another network`);
+  checkSameNetwork({ network }, refStats.meta, `reference ${ref.source}`);
+  if (refStats.dim !== fake.dim) throw new Error(`reference ${ref.source}: its statistics have ${refStats.dim} features, ${network} gives ${fake.dim}: they come from another network`);
   const fid = frechetDistance(featureStats(fake.data, fake.dim), refStats);
   let kid: Kid | null = null, precision: number | null = null, recall: number | null = null;
   if (ref.kind === 'features' && !opts.fidOnly) {
@@ -78,19 +85,20 @@ export function evaluate(net: FeatureNet, samples: SampleSet, ref: Reference, op
     ({ precision, recall } = precisionRecall(ref.features, fake));
   } else if (ref.kind === 'stats') caveats.push('the reference is statistics only: KID and precision/recall need its samples');
   let classAccuracy: number | null = null, perClass: PerClass[] | null = null;
-  if (samples.labels !== undefined) {
-    const classes = Math.max(...samples.labels) + 1;
-    const right = new Array<number>(classes).fill(0), total = new Array<number>(classes).fill(0);
-    samples.labels.forEach((y, i) => {
+  const { predicted, labels } = classes;
+  if (predicted !== undefined && labels !== undefined) {
+    const n = Math.max(...labels) + 1;
+    const right = new Array<number>(n).fill(0), total = new Array<number>(n).fill(0);
+    labels.forEach((y, i) => {
       total[y]!++;
-      if (run.predicted[i] === y) right[y]!++;
+      if (predicted[i] === y) right[y]!++;
     });
-    classAccuracy = right.reduce((a, b) => a + b, 0) / samples.count;
-    perClass = total.map((n, k) => ({ class: k, name: opts.classNames?.[k] ?? String(k), count: n, accuracy: n === 0 ? NaN : right[k]! / n }));
+    classAccuracy = right.reduce((a, b) => a + b, 0) / count;
+    perClass = total.map((m, k) => ({ class: k, name: opts.classNames?.[k] ?? String(k), count: m, accuracy: m === 0 ? NaN : right[k]! / m }));
   }
   return {
-    network: net.name,
-    samples: { count: samples.count, source: samples.source, seed: opts.seed },
+    network,
+    samples: { count, source: opts.source ?? '', seed: opts.seed },
     reference: { source: ref.source, count: ref.kind === 'features' ? ref.features.count : ref.stats.meta.count ?? null },
     fid, kid, precision, recall, classAccuracy, perClass, caveats,
   };

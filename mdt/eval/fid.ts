@@ -3,9 +3,11 @@
  *   FID = |μ₁ − μ₂|² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½.
  * pytorch-fid and the ADM evaluator take tr (Σ₁Σ₂)^½ from scipy's general sqrtm; here it is
  * Σ √λᵢ over the eigenvalues of the symmetric PSD matrix Σ₁^½ Σ₂ Σ₁^½, which has the same
- * eigenvalues as Σ₁Σ₂, by two symmetric eigendecompositions (stable, no complex parts).
+ * eigenvalues as Σ₁Σ₂ (stable, no complex parts). With Σ₁ = VΛVᵀ that matrix is similar to
+ * Λ^½ (VᵀΣ₂V) Λ^½, so one full symmetric eigendecomposition, one congruence and the
+ * eigenvalues of a second symmetric matrix do it.
  */
-import { multiply, spectralMap, symmetricEigen, trace } from './linalg.ts';
+import { congruence, symmetricEigen, symmetricEigenvalues, trace } from './linalg.ts';
 
 /** Mean and covariance (np.cov's unbiased n − 1 divisor) of a feature set. */
 export interface FeatureStats {
@@ -56,9 +58,11 @@ export function frechetDistance(a: Pick<FeatureStats, 'dim' | 'mu' | 'sigma'>, b
   }
   let meanTerm = 0;
   for (let i = 0; i < n; i++) meanTerm += (a.mu[i]! - b.mu[i]!) ** 2;
-  const root1 = spectralMap(symmetricEigen(a.sigma, n), (l) => Math.sqrt(Math.max(l, 0)));
-  const inner = multiply(multiply(root1, b.sigma, n), root1, n);
-  const { values } = symmetricEigen(inner, n);
+  const { values: l1, vectors } = symmetricEigen(a.sigma, n);
+  const inner = congruence(b.sigma, vectors, n);
+  const root = Float64Array.from(l1, (l) => Math.sqrt(Math.max(l, 0)));
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) inner[i * n + j]! *= root[i]! * root[j]!;
+  const values = symmetricEigenvalues(inner, n);
   let traceRoot = 0;
   for (const l of values) traceRoot += Math.sqrt(Math.max(l, 0));
   return meanTerm + trace(a.sigma, n) + trace(b.sigma, n) - 2 * traceRoot;
