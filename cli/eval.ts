@@ -17,7 +17,7 @@ import { evaluate, evaluateFeatures, formatReport, FULL_COUNT, generateSamples, 
 import { features } from '../mdt/eval/features.ts';
 import { INCEPTION_DIM } from '../mdt/eval/inception.ts';
 import { inceptionFeatureSet, loadInceptionWeights, type ByteImages } from '../mdt/eval/inception-run.ts';
-import { classifierView, classifierWeightsPath, splitReference } from '../mdt/eval/feature-nets.ts';
+import { classifierView, classifierWeightsPath, splitReference, splitSubset } from '../mdt/eval/feature-nets.ts';
 import { featureStats } from '../mdt/eval/fid.ts';
 import { readStatsFile, writeStatsFile } from '../mdt/eval/stats-file.ts';
 import { loadClassifier, type FeatureNet } from '../mdt/eval/train-classifier.ts';
@@ -162,7 +162,7 @@ export function evalCommand(program: Command, io: CliIO): Command {
   return program
     .command('eval')
     .description('FID, KID, precision/recall and class accuracy of a run, a folder of images or an .npz of samples')
-    .argument('<samples>', 'a run (or checkpoint) directory, a folder of PNG/JPEG images, or an .npz of uint8 images (arr_0)')
+    .argument('<samples>', 'a run (or checkpoint) directory, a folder of PNG/JPEG images, an .npz of uint8 images (arr_0), or train / test (the built-in split itself)')
     .addOption(option('--ref <what>', 'reference: test or train (the built-in split), a folder of images, or a statistics .npz (mu, sigma)', { default: 'test' }))
     .addOption(option('--data <name>', 'built-in dataset whose classifier gives the features', { defaultText: "the run's --data, else fashion-mnist", choices: [...BUILTIN_DATASETS] }))
     .addOption(option('--count <n>', 'samples to generate from a run (or to read from a folder / .npz)', { defaultText: `${FULL_COUNT} (all of a folder / .npz)`, parse: intArg(2) }))
@@ -176,14 +176,15 @@ export function evalCommand(program: Command, io: CliIO): Command {
     .addOption(option('--json <file>', 'where to write the metrics', { defaultText: 'RUN/eval-<count>.json for a run, else eval-<timestamp>.json' }))
     .addOption(backendOption())
     .action(async (samples: string, f: EvalFlags) => {
-      if (!existsSync(samples)) throw new UsageError(`<samples>: no such file or directory: ${samples}`);
+      const split = samples === 'train' || samples === 'test' ? samples : null;
+      if (split === null && !existsSync(samples)) throw new UsageError(`<samples>: expected a run, a folder, an .npz, or train / test (a built-in split); no such file or directory: ${samples}`);
       await startBackend(f.backend);
       if (f.inception !== undefined) {
         if (isRun(samples)) throw new UsageError('--inception scores images: sample the run first (mdt sample --vae … for a latent run) and give the folder');
         const started = Date.now();
         return publish(io, await inceptionEval(samples, { ...f, inception: f.inception }, io), f.json ?? `eval-${timestamp()}.json`, started);
       }
-      const run = isRun(samples);
+      const run = split === null && isRun(samples);
       const recorded = run ? runFlags(samples) : {};
       const runData = (BUILTIN_DATASETS as readonly string[]).includes(String(recorded['data'])) ? (recorded['data'] as BuiltinDataset) : undefined;
       const data = f.data ?? runData ?? 'fashion-mnist';
@@ -204,6 +205,9 @@ export function evalCommand(program: Command, io: CliIO): Command {
           set = generateSamples(model, values, { count, steps, cfgScale, key: foldIn(keyFromSeed(f.seed), 0), onProgress: (done) => io.tty && io.write(`\r  ${done}/${count}`) });
           if (io.tty) io.write('\n');
           tf.dispose([...values.values()]);
+        } else if (split !== null) {
+          // A built-in split as the samples: FID train vs test is the floor a model can reach.
+          set = splitSubset(data, split, f.count);
         } else set = toClassifierInput(await readImages(samples, f.count));
         const ref = await loadReference(f, net, data);
         if (f.saveRefStats !== undefined) {

@@ -48,7 +48,7 @@ test('mdt eval: a run, a folder of its samples, saved statistics, and a mismatch
   const stats = join(dir, 'ref.npz');
   const e = await cli('eval', run, '--count', '40', '--kid-subsets', '3', '--classifier', classifier, '--save-ref-stats', stats);
   assert.equal(e.code, 0, e.err);
-  for (const line of ['FID', 'KID', 'precision', 'recall', 'class accuracy', 'mnist test split (first 10000)']) assert.ok(e.out.includes(line), `${line} in\n${e.out}`);
+  for (const line of ['FID', 'KID', 'precision', 'recall', 'class accuracy', 'reference        mnist test split (10000 images)']) assert.ok(e.out.includes(line), `${line} in\n${e.out}`);
   assert.match(e.out, /note: 40 samples \(< 10000\): FID is biased upwards/);
   const report = JSON.parse(readFileSync(join(run, 'eval-40.json'), 'utf8'));
   assert.equal(report.samples.count, 40);

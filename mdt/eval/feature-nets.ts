@@ -4,7 +4,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import type * as tf from '@tensorflow/tfjs';
-import { foldIn, keyFromSeed } from '../../dsl/random.ts';
+import { foldIn, keyFromSeed, permutation } from '../../dsl/random.ts';
 import { loadBuiltinDataset, type BuiltinDataset } from '../data/builtin.ts';
 import type { ImageDataset } from '../data/dataset.ts';
 import { resizeTo } from '../data/resize.ts';
@@ -23,11 +23,21 @@ export function classifierView(name: BuiltinDataset, split: 'train' | 'test'): I
   return resizeTo(loadBuiltinDataset(name, split), CLASSIFIER_SIZE, 'pad');
 }
 
-/** The first min(size, 10k) images of a split as a reference. */
-export function splitReference(net: FeatureNet, data: BuiltinDataset, split: 'train' | 'test'): Reference {
+/**
+ * Up to `count` images of a split with their labels: all of a split that small, else a random
+ * subset drawn with seed 0 (the built-in splits are stored sorted by class, so a prefix would be).
+ */
+export function splitSubset(data: BuiltinDataset, split: 'train' | 'test', count = FULL_COUNT): { images: Float32Array; labels: Int32Array; count: number; source: string } {
   const ds = classifierView(data, split);
-  const n = Math.min(ds.size, FULL_COUNT);
-  return referenceFeatures(net, ds.get(Int32Array.from({ length: n }, (_, i) => i)).images, n, `${data} ${split} split (first ${n})`);
+  const n = Math.min(ds.size, count);
+  const rows = n === ds.size ? Int32Array.from({ length: n }, (_, i) => i) : permutation(keyFromSeed(0), ds.size).subarray(0, n).sort();
+  return { ...ds.get(rows), count: n, source: n === ds.size ? `${data} ${split} split` : `${data} ${split} split (${n} of ${ds.size}, seed 0)` };
+}
+
+/** A split (up to 10k images) as a reference. */
+export function splitReference(net: FeatureNet, data: BuiltinDataset, split: 'train' | 'test'): Reference {
+  const s = splitSubset(data, split);
+  return referenceFeatures(net, s.images, s.count, s.source);
 }
 
 export interface TrainingEvaluator {
