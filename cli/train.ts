@@ -242,6 +242,9 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
   const outDir = f.out ?? join('runs', sanitize(`${modelLabel(f.model, namedConfig(f.model, overrides))}-${dataLabel}-${timestamp()}`));
   await checkOutputDir('--out', outDir);
 
+  if (f.evalEvery > 0 && (!(BUILTIN_DATASETS as readonly string[]).includes(f.data) || f.latents !== undefined || f.imageSize !== 32)) {
+    throw new UsageError(`--eval-every: evaluation uses the classifier of a built-in dataset at 32×32 (--data mnist or fashion-mnist, --image-size 32); this run trains on ${f.latents ?? f.data} at ${f.imageSize}×${f.imageSize}`);
+  }
   const backend = await startBackend(f.backend);
   const data = await loadTrainData(f, io);
   const vae = f.vae === undefined ? null : await openVae(f.vae);
@@ -250,9 +253,6 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
   let evaluator: TrainingEvaluator | null = null;
   try {
     if (f.evalEvery > 0) {
-      if (!(BUILTIN_DATASETS as readonly string[]).includes(f.data) || f.latents !== undefined || data.train.channels !== 1 || data.train.height !== 32) {
-        throw new UsageError(`--eval-every: evaluation uses the classifier of a built-in dataset at 32×32 (--data mnist or fashion-mnist, --image-size 32); this run trains on ${data.name}`);
-      }
       evaluator = await trainingEvaluator(f.data as BuiltinDataset, { samples: f.evalSamples, steps: f.sampleSteps, cfgScale: f.cfgScale, seed: f.seed });
     }
     const record = Object.fromEntries(Object.entries({ ...f, ...overrides }).filter(([k]) => !NOT_RECORDED.has(k)));

@@ -96,7 +96,7 @@ test('mdt train --eval-every logs FID and class accuracy of the EMA weights, and
   assert.ok(log.every((r) => r.fid === undefined || (r.fid > 0 && r.class_accuracy >= 0 && r.class_accuracy <= 1)));
   const png = PNG.sync.read(readFileSync(join(run, 'loss.png')));
   assert.equal(png.height, 500 + 300 + 300);
-  const refused = await cli('train', '--data', join(dir, 'samples'), '--eval-every', '2', '--steps', '2', '--out', join(dir, 'refused'));
+  const refused = await cli('train', '--data', 'mnist', '--image-size', '16', '--eval-every', '2', '--steps', '2', '--out', join(dir, 'refused'));
   assert.equal(refused.code, 2);
   assert.match(refused.err, /--eval-every: evaluation uses the classifier of a built-in dataset/);
 });
