@@ -150,7 +150,7 @@ export function formatReport(r: EvalReport): string {
     `KID              ${r.kid === null ? 'n/a' : `${r.kid.mean.toFixed(5)} ± ${r.kid.std.toFixed(5)} (${r.kid.subsets} subsets of ${r.kid.subsetSize})`}`,
     `precision        ${f(r.precision)}`,
     `recall           ${f(r.recall)}`,
-    `class accuracy   ${r.classAccuracy === null ? 'n/a (the samples carry no requested classes)' : `${(100 * r.classAccuracy).toFixed(1)}%`}`,
+    `class accuracy   ${r.classAccuracy === null ? 'n/a (needs class-conditional samples and a classifier)' : `${(100 * r.classAccuracy).toFixed(1)}%`}`,
   ];
   if (r.perClass !== null) {
     const w = Math.max(5, ...r.perClass.map((p) => p.name.length));
