@@ -5,10 +5,12 @@
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { classifierCommand } from './classifier.ts';
 import { convertCommand } from './convert.ts';
 import { doctorCommand } from './doctor.ts';
 import { encodeCommand } from './encode.ts';
 import { exportCommand } from './export.ts';
+import { evalCommand } from './eval.ts';
 import { graphCommand } from './graph.ts';
 import { inpaintCommand } from './inpaint.ts';
 import { processIO, type CliIO } from './io.ts';
@@ -39,6 +41,8 @@ export function buildProgram(io: CliIO, setExitCode: (code: number) => void = ()
   convertCommand(program, io);
   encodeCommand(program, io);
   exportCommand(program, io);
+  classifierCommand(program, io);
+  evalCommand(program, io);
   return program;
 }
 

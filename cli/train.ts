@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { writeFileAtomic } from '../formats/atomic-write.ts';
 import { readJsonFile } from '../compile/checkpoint.ts';
 import type { OptimizerConfig } from '../compile/optim.ts';
-import { namedConfig } from '../mdt/config.ts';
+import { modelLabel, namedConfig } from '../mdt/config.ts';
 import { BUILTIN_DATASETS, DEFAULT_DATASET, loadBuiltinDataset, type BuiltinDataset } from '../mdt/data/builtin.ts';
 import type { ImageDataset } from '../mdt/data/dataset.ts';
 import { loadImageFolder, type LabelSource } from '../mdt/data/image-folder.ts';
@@ -25,6 +25,8 @@ import {
   sizeOverrides, startBackend, timestamp, UsageError, type BackendChoice, type SizeOverrides,
 } from './options.ts';
 import { startProgress, type Progress } from './progress.ts';
+import { trainingEvaluator, type TrainingEvaluator } from '../mdt/eval/feature-nets.ts';
+import type { DiffusionModel } from '../mdt/trunk.ts';
 
 /** Every default of `mdt train`, in one place. */
 /**
@@ -51,6 +53,9 @@ export const TRAIN_DEFAULTS = {
   logEvery: 10,
   sampleEvery: 400,
   ckptEvery: 100,
+  /** Steps between FID / class-accuracy evaluations of the EMA weights (0: none), and their sample count. */
+  evalEvery: 0,
+  evalSamples: 1000,
   ...RUN_DEFAULTS,
   sampleSteps: 'ddim25',
   cfgScale: 2,
@@ -88,6 +93,8 @@ interface TrainFlags extends SizeOverrides {
   sampleSteps: string;
   cfgScale: number;
   flip: boolean;
+  evalEvery: number;
+  evalSamples: number;
 }
 
 export function trainCommand(program: Command, io: CliIO): Command {
@@ -125,6 +132,8 @@ export function trainCommand(program: Command, io: CliIO): Command {
     .addOption(option('--on-nan <action>', `a step whose loss is NaN or infinite: stop the run, or skip it (reload the newest checkpoint, replay the steps since, go on with the next batch; ${MAX_SKIPS_IN_A_ROW} in a row stop)`, { default: d.onNonFinite, choices: ['stop', 'skip'] }))
     .addOption(option('--sample-steps <respacing>', 'sampler steps of the periodic grids: 250 (DDPM), ddim25, 25,25, …', { default: d.sampleSteps, parse: respacingArg }))
     .addOption(option('--cfg-scale <w>', 'guidance scale of the periodic grids (1 = off)', { default: d.cfgScale, parse: numberArg(0, Infinity) }))
+    .addOption(option('--eval-every <n>', 'steps between FID and class accuracy of the EMA weights in log.jsonl and loss.png (built-in data; 0: none)', { default: d.evalEvery, parse: intArg(0) }))
+    .addOption(option('--eval-samples <n>', 'samples per --eval-every evaluation (FID is biased upwards at small counts)', { default: d.evalSamples, parse: intArg(2, 100_000) }))
     .addOption(option('--no-flip', 'do not mirror training images left–right', { default: d.flip, defaultText: 'mirrored with p = 0.5' }))
     .action(async (_opts: TrainFlags, self: Command) => runTrain(self, io));
   return cmd;
@@ -229,15 +238,23 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
   const optimizer = optimizerConfig(f, variant);
 
   const dataLabel = f.latents !== undefined ? basename(resolve(f.latents)) : builtinOrFolder(f.data);
-  const outDir = f.out ?? join('runs', sanitize(`${f.model}-${dataLabel}-${timestamp()}`));
+  // Named after the model it trains: the default (MDT-S/2 resized to depth 4, width 96, patch 4) is MDT-d4h96/4.
+  const outDir = f.out ?? join('runs', sanitize(`${modelLabel(f.model, namedConfig(f.model, overrides))}-${dataLabel}-${timestamp()}`));
   await checkOutputDir('--out', outDir);
 
+  if (f.evalEvery > 0 && (!(BUILTIN_DATASETS as readonly string[]).includes(f.data) || f.latents !== undefined || f.imageSize !== 32)) {
+    throw new UsageError(`--eval-every: evaluation uses the classifier of a built-in dataset at 32×32 (--data mnist or fashion-mnist, --image-size 32); this run trains on ${f.latents ?? f.data} at ${f.imageSize}×${f.imageSize}`);
+  }
   const backend = await startBackend(f.backend);
   const data = await loadTrainData(f, io);
   const vae = f.vae === undefined ? null : await openVae(f.vae);
   const progress: { bar?: Progress } = {};
   let result: TrainRunResult;
+  let evaluator: TrainingEvaluator | null = null;
   try {
+    if (f.evalEvery > 0) {
+      evaluator = await trainingEvaluator(f.data as BuiltinDataset, { samples: f.evalSamples, steps: f.sampleSteps, cfgScale: f.cfgScale, seed: f.seed });
+    }
     const record = Object.fromEntries(Object.entries({ ...f, ...overrides }).filter(([k]) => !NOT_RECORDED.has(k)));
     say(io, `training ${f.model} ${JSON.stringify(overrides)} on ${data.name} (${data.train.size} items) with ${optimizer.kind}, backend ${backend.name} → ${outDir}`);
 
@@ -261,6 +278,7 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
         keep: f.keep,
         milestoneEvery: f.milestoneEvery,
         onNonFinite: f.onNan,
+        evalEvery: f.evalEvery,
       },
       { name: data.name, train: data.train, ...(vae ? { decode: (x: tf.Tensor4D) => vae.decode(x) } : {}) },
       {
@@ -271,10 +289,18 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
           progress.bar ??= startProgress(io, { label: 'train', total: f.steps, start: step - 1, unit: 'steps', every: f.logEvery });
           progress.bar.update(step, lossText(losses));
         },
+        ...(evaluator === null ? {} : {
+          evaluate: async (step: number, model: DiffusionModel, ema: ReadonlyMap<string, tf.Tensor>) => {
+            const m = await evaluator!.evaluate(step, model, ema);
+            say(io, `step ${step}: FID ${m.fid!.toFixed(2)}, class accuracy ${(100 * m.class_accuracy!).toFixed(1)}% (EMA, ${f.evalSamples} samples)`);
+            return m;
+          },
+        }),
       },
     );
   } finally {
     progress.bar?.stop();
+    evaluator?.dispose();
     vae?.dispose();
     data.close();
   }

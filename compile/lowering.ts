@@ -105,6 +105,10 @@ export const LOWERINGS: Readonly<Record<string, Lowering>> = {
     const [top, bottom, left, right] = attr<number[]>(n, 'pads') as [number, number, number, number];
     return tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, attr<number>(n, 'stride'), [[0, 0], [top, bottom], [left, right], [0, 0]]);
   },
+  max_pool: ([x], n) => tf.maxPool(x as tf.Tensor4D, attr<number>(n, 'size'), attr<number>(n, 'stride'), attr<'valid' | 'same'>(n, 'pad')),
+  avg_pool: ([x], n) => tf.avgPool(x as tf.Tensor4D, attr<number>(n, 'size'), attr<number>(n, 'stride'), attr<'valid' | 'same'>(n, 'pad')),
+  // Half-pixel centres: PyTorch's F.interpolate(mode="bilinear", align_corners=False).
+  resize_bilinear: ([x], n) => tf.image.resizeBilinear(x as tf.Tensor4D, attr<[number, number]>(n, 'size'), false, true),
   softmax: ([x]) => tf.softmax(x!),
   softmax_grad: ([p, dy], n) => tf.reshape(softmaxGrad(asRows(p!), asRows(dy!)), n.shape as number[]),
   layer_norm: ([x], n) => layerNorm(x!, attr<number>(n, 'eps')),

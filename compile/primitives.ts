@@ -9,7 +9,8 @@
  *   reductions   sum (axes, keepDims)
  *   layout       reshape transpose broadcast_to slice concat pad
  *   indexing     gather (rows of a table by an int32 index tensor) segment_sum (its adjoint)
- *   products     matmul (batched, transpose flags) conv2d (NHWC, inference only)
+ *   products     matmul (batched, transpose flags) conv2d (NHWC, HWIO filter, explicit pads)
+ *   image        max_pool avg_pool (NHWC; 'same' excludes the padding) resize_bilinear (half-pixel), inference only
  *   nn           softmax layer_norm gelu_tanh (last axis), and their *_grad companions
  *   fused        linear ln_modulate softmax_bias: introduced by rewrite rules (compile/fusion.ts)
  *   leaves       input const
@@ -117,6 +118,63 @@ const matmulVjp: Vjp = (b, node, dy) => {
   if (ta && !tb) return [mm(w, dy, false, true), mm(a, dy, false, false)];
   return [mm(w, dy, true, true), mm(dy, a, true, true)];
 };
+
+/** Every s-th row and column of NHWC `t` from the first, `ho` × `wo` of them (`t` holds at least (ho − 1)·s + 1 rows). */
+function subsample(b: GraphBuilder, t: number, s: number, ho: number, wo: number): number {
+  const [n, , , c] = b.node(t).shape as [number, number, number, number];
+  const span = b.emit('slice', [t], { begin: [0, 0, 0, 0], size: [n, (ho - 1) * s + 1, (wo - 1) * s + 1, c] });
+  if (s === 1) return span;
+  const full = b.emit('pad', [span], { pads: [0, 0, 0, s - 1, 0, s - 1, 0, 0] });
+  const cells = b.emit('reshape', [full], { shape: [n, ho, s, wo, s, c] });
+  return b.emit('reshape', [b.emit('slice', [cells], { begin: [0, 0, 0, 0, 0, 0], size: [n, ho, 1, wo, 1, c] })], { shape: [n, ho, wo, c] });
+}
+
+/**
+ * Gradients of y = conv2d(x, w) (NHWC, HWIO, stride s, pads) written with the other primitives:
+ * dx is the full correlation of dy (dilated by s) with the spatially flipped, in/out-swapped
+ * filter, cropped to x; dw is the product of x's patches (im2col) with dy.
+ */
+const conv2dVjp: Vjp = (b, node, dy) => {
+  const [xId, wId] = node.inputs as [number, number];
+  const [n, h, w, ci] = b.node(xId).shape as [number, number, number, number];
+  const [kh, kw, , co] = b.node(wId).shape as [number, number, number, number];
+  const [, ho, wo] = node.shape as [number, number, number, number];
+  const s = node.attrs['stride'] as number;
+  const [top, bottom, left, right] = layoutOf(node.attrs, 'pads') as [number, number, number, number];
+  const hp = h + top + bottom, wp = w + left + right;
+  // dx
+  const hd = (ho - 1) * s + 1, wd = (wo - 1) * s + 1;
+  let dilated = dy;
+  if (s > 1) {
+    const cells = b.emit('pad', [b.emit('reshape', [dy], { shape: [n, ho, 1, wo, 1, co] })], { pads: [0, 0, 0, 0, 0, s - 1, 0, 0, 0, s - 1, 0, 0] });
+    dilated = b.emit('slice', [b.emit('reshape', [cells], { shape: [n, ho * s, wo * s, co] })], { begin: [0, 0, 0, 0], size: [n, hd, wd, co] });
+  }
+  const padded = b.emit('pad', [dilated], { pads: [0, 0, kh - 1, hp - hd, kw - 1, wp - wd, 0, 0] });
+  const reversed = b.constant(Int32Array.from({ length: kh * kw }, (_, i) => kh * kw - 1 - i), [kh * kw], 'int32');
+  const flipped = b.emit('reshape', [b.emit('gather', [b.emit('reshape', [wId], { shape: [kh * kw, ci * co] }), reversed])], { shape: [kh, kw, ci, co] });
+  const swapped = b.emit('transpose', [flipped], { perm: [0, 1, 3, 2] });
+  const dxp = b.emit('conv2d', [padded, swapped], { stride: 1, pads: [0, 0, 0, 0] });
+  const dx = b.emit('slice', [dxp], { begin: [0, top, left, 0], size: [n, h, w, ci] });
+  // dw
+  const xp = b.emit('pad', [xId], { pads: [0, 0, top, bottom, left, right, 0, 0] });
+  const patches: number[] = [];
+  for (let i = 0; i < kh; i++) {
+    for (let j = 0; j < kw; j++) patches.push(subsample(b, b.emit('slice', [xp], { begin: [0, i, j, 0], size: [n, hp - i, wp - j, ci] }), s, ho, wo));
+  }
+  const cols = b.emit('reshape', [b.emit('concat', patches, { axis: 3 })], { shape: [n * ho * wo, kh * kw * ci] });
+  const dyRows = b.emit('reshape', [dy], { shape: [n * ho * wo, co] });
+  const dw = b.emit('reshape', [b.emit('matmul', [cols, dyRows], { transposeA: true, transposeB: false })], { shape: [kh, kw, ci, co] });
+  return [dx, dw];
+};
+
+/** NHWC pooling windows of `size`, `stride`, padding 'valid' or 'same' (TensorFlow's rule). */
+function poolInfer(op: string, ins: readonly Node[], attrs: Attrs): Inferred {
+  const x = ins[0]!;
+  const size = attrs['size'] as number, stride = attrs['stride'] as number, pad = attrs['pad'];
+  if (x.shape.length !== 4 || (pad !== 'valid' && pad !== 'same')) fail(op, ins, "expects NHWC maps and pad 'valid' or 'same'");
+  const out = (d: number) => (pad === 'same' ? Math.ceil(d / stride) : Math.floor((d - size) / stride) + 1);
+  return { shape: [x.shape[0]!, out(x.shape[1]!), out(x.shape[2]!), x.shape[3]!], dtype: x.dtype };
+}
 
 function layoutOf(attrs: Attrs, key: string): number[] {
   return [...(attrs[key] as readonly number[])];
@@ -311,9 +369,20 @@ export const PRIMS: Readonly<Record<string, Prim>> = {
       const wo = Math.floor((x.shape[2]! + left + right - w.shape[1]!) / stride) + 1;
       return { shape: [x.shape[0]!, ho, wo, w.shape[3]!], dtype: 'float32' };
     },
+    vjp: conv2dVjp,
     macs: (node, ins) => numel(node.shape) * ins[1]!.shape[0]! * ins[1]!.shape[1]! * ins[1]!.shape[2]!,
   },
 
+  max_pool: { infer: (ins, attrs) => poolInfer('max_pool', ins, attrs) },
+  avg_pool: { infer: (ins, attrs) => poolInfer('avg_pool', ins, attrs) },
+  resize_bilinear: {
+    infer: (ins, attrs) => {
+      const x = ins[0]!;
+      const [h, w] = layoutOf(attrs, 'size') as [number, number];
+      if (x.shape.length !== 4 || !(h >= 1 && w >= 1)) fail('resize_bilinear', ins, 'expects NHWC maps and a size (h, w) ≥ 1');
+      return { shape: [x.shape[0]!, h, w, x.shape[3]!], dtype: x.dtype };
+    },
+  },
   softmax: { infer: same, vjp: (b, n, dy) => [b.emit('softmax_grad', [n.id, dy])] },
   softmax_grad: { infer: same },
   layer_norm: { infer: same, vjp: (b, n, dy) => [b.emit('layer_norm_grad', [dy, n.inputs[0]!], n.attrs)] },

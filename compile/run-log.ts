@@ -8,7 +8,14 @@ import { existsSync } from 'node:fs';
 import { ioError, writeAllAt, writeFileAtomic } from '../formats/atomic-write.ts';
 import type { StepLosses } from './train.ts';
 
-export type LogRecord = { readonly step: number } & StepLosses;
+/** Sample quality of the EMA weights at a step (mdt train --eval-every). */
+export interface EvalMetrics {
+  readonly fid?: number;
+  readonly class_accuracy?: number;
+  readonly eval_samples?: number;
+}
+
+export type LogRecord = { readonly step: number } & StepLosses & EvalMetrics;
 
 /**
  * Appends `rec` as one line. A write cut short (ENOSPC, EIO) is cut back to the previous end of

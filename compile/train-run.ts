@@ -16,12 +16,13 @@ import { loadCheckpoint, loadNewestValidCheckpoint, NonFiniteError, nonFiniteSta
 import type { OptimizerConfig } from './optim.ts';
 import { namedConfig, type ModelConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
+import type { DiffusionModel } from '../mdt/trunk.ts';
 import type { ImageDataset } from '../mdt/data/dataset.ts';
 import { batchAt } from '../mdt/data/batches.ts';
 import { imageGrid, toUint8, writePng } from '../mdt/viz/png.ts';
-import { writePlot } from '../mdt/viz/plot.ts';
+import { writePanels, writePlot } from '../mdt/viz/plot.ts';
 import { UsageError } from '../dsl/errors.ts';
-import { appendLogLine, keepLogUpTo, type LogRecord } from './run-log.ts';
+import { appendLogLine, keepLogUpTo, type EvalMetrics, type LogRecord } from './run-log.ts';
 
 /** What a non-finite loss does: stop the run, or skip the step (see trainRun). */
 export type NonFiniteAction = 'stop' | 'skip';
@@ -59,6 +60,8 @@ export interface TrainRunOptions {
   readonly keep?: number;
   readonly milestoneEvery?: number;
   readonly onNonFinite?: NonFiniteAction;
+  /** Steps between evaluations of the EMA weights (hooks.evaluate); 0 or absent: none. */
+  readonly evalEvery?: number;
 }
 
 export interface TrainRunHooks {
@@ -70,6 +73,8 @@ export interface TrainRunHooks {
    * before run.json is written: what the caller records here exists whenever run.json does.
    */
   onAccepted?(): Promise<void>;
+  /** Sample quality of the EMA weights at `step` (every `evalEvery` steps and at the end), logged with that step. */
+  evaluate?(step: number, model: DiffusionModel, ema: ReadonlyMap<string, tf.Tensor>): Promise<EvalMetrics>;
 }
 
 export interface TrainRunResult {
@@ -118,12 +123,21 @@ async function writeSamples(path: string, images: tf.Tensor4D, cols: number): Pr
   await writePng(path, imageGrid(Float32Array.from(data, (v) => v / 127.5 - 1), n, c as 1 | 3, h, w, cols));
 }
 
+/** The losses; below them, where the run evaluates, FID and class accuracy of the EMA weights. */
 export async function plotLosses(path: string, log: readonly LogRecord[], title: string): Promise<void> {
   if (log.length < 2) return;
   const x = log.map((r) => r.step);
   const series = [{ name: 'full mse', x, y: log.map((r) => r.mse) }];
   if (log[0]!.m_mse !== undefined) series.push({ name: 'masked mse', x, y: log.map((r) => r.m_mse ?? NaN) });
-  await writePlot(path, series, { title, xLabel: 'step', yLabel: 'loss', logY: true, smooth: Math.max(1, Math.floor(log.length / 50)) });
+  const losses = { series, options: { title, xLabel: 'step', yLabel: 'loss', logY: true, smooth: Math.max(1, Math.floor(log.length / 50)) } };
+  const evals = log.filter((r) => r.fid !== undefined);
+  if (evals.length === 0) return writePlot(path, losses.series, losses.options);
+  const ex = evals.map((r) => r.step);
+  await writePanels(path, [
+    losses,
+    { series: [{ name: 'FID', x: ex, y: evals.map((r) => r.fid!) }], options: { title: `FID of the EMA weights (${evals[0]!.eval_samples ?? '?'} samples)`, xLabel: 'step', yLabel: 'FID', logY: true, height: 300 } },
+    { series: [{ name: 'class accuracy %', x: ex, y: evals.map((r) => 100 * (r.class_accuracy ?? NaN)) }], options: { title: 'class accuracy of the EMA samples', xLabel: 'step', yLabel: '%', height: 300 } },
+  ]);
 }
 
 /** What to train on; `decode` maps samples to 1- or 3-channel images for the grids (e.g. the VAE decoder for latents). */
@@ -290,8 +304,9 @@ export async function trainRun(o: TrainRunOptions, data: TrainData, hooks: Train
       else {
         losses.push(l);
         hooks.onStep?.(done, l);
-        if (done % o.logEvery === 0 || done === o.steps) {
-          const rec = { step: done, ...l };
+        const evaluating = hooks.evaluate !== undefined && (o.evalEvery ?? 0) > 0 && (done % o.evalEvery! === 0 || done === o.steps);
+        if (done % o.logEvery === 0 || done === o.steps || evaluating) {
+          const rec = { step: done, ...l, ...(evaluating ? await hooks.evaluate!(done, model, trainer.ema) : {}) };
           log.push(rec);
           await appendLogLine(logPath, rec);
         }

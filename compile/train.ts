@@ -13,7 +13,7 @@ import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { createEma, createOptimizer, type Optimizer, type OptimizerConfig } from './optim.ts';
 import { jit, type Jitted } from './trace.ts';
 import { trainingReport } from './pipeline.ts';
-import { gradName } from './autodiff.ts';
+import { accumulateGradients, trainingParams } from './fit.ts';
 import { branchProgram, maskInputs } from './model-graph.ts';
 
 export interface TrainOptions {
@@ -79,18 +79,7 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
   const tables = respacedTables(opts.diffusionSteps ?? 1000, '');
   const masked = c.variant !== 'dit' && (opts.maskedBranch ?? true);
   const minSnrGamma = c.variant === 'mdt-v2' ? 5 : undefined;
-  const params = new Map<string, tf.Tensor>();
-  const trainable = new Map<string, tf.Variable>();
-  for (const [path, spec] of Object.entries(model.params)) {
-    const v = initial.get(path);
-    if (v === undefined) throw new Error(`compileTraining: no value for parameter ${path}`);
-    if (spec.trainable) {
-      // Unnamed variables: tfjs's variable names are global, two trainers must not collide.
-      const variable = tf.variable(v.clone(), true);
-      trainable.set(path, variable);
-      params.set(path, variable);
-    } else params.set(path, v.clone());
-  }
+  const { params, trainable } = trainingParams(model.params, initial, 'compileTraining');
   const wrt = [...trainable.keys()];
   const branch = (isMasked: boolean): Jitted =>
     jit(branchProgram(model, tables, { masked: isMasked, ...(minSnrGamma === undefined ? {} : { minSnrGamma }) }), (g) => trainingReport(g, 'loss', wrt).graph);
@@ -105,16 +94,7 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
     const out = exe(new Map([...params, ...data]));
     tf.dispose([...data.values()]);
     parts.push(out.get('loss')!, out.get('mse')!, out.get('vb')!);
-    for (const path of wrt) {
-      const g = out.get(gradName(path));
-      if (g === undefined) continue;
-      const prev = grads.get(path);
-      if (prev === undefined) grads.set(path, g);
-      else {
-        grads.set(path, tf.add(prev, g));
-        tf.dispose([prev, g]);
-      }
-    }
+    accumulateGradients(out, wrt, grads);
   };
 
   return {

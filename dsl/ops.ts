@@ -281,6 +281,16 @@ export function conv2dNhwc(x: AnyTensor, filter: AnyTensor, stride: number, pads
   return prim('conv2d', [x, filter], { stride, pads: [...pads] });
 }
 
+/** Max or average pooling of NHWC maps; 'same' pads as TensorFlow and leaves the padding out of averages (count_include_pad=False). */
+export function pool2dNhwc(kind: 'max' | 'avg', x: AnyTensor, size: number, stride: number, pad: 'valid' | 'same'): Tensor<readonly [Dim, Dim, Dim, Dim]> {
+  return prim(kind === 'max' ? 'max_pool' : 'avg_pool', [x], { size, stride, pad });
+}
+
+/** Bilinear resize of NHWC maps with half-pixel centres (PyTorch's align_corners=False, no antialias). */
+export function resizeBilinearNhwc(x: AnyTensor, height: number, width: number): Tensor<readonly [Dim, Dim, Dim, Dim]> {
+  return prim('resize_bilinear', [x], { size: [height, width] });
+}
+
 /**
  * Patch embedding input: (B, C, h·p, h·p) → (B, h·h, C·p·p), each token's vector ordered
  * (channel, dy, dx) like a Conv2d weight's (C, p, p) view. Sizes come as products, never quotients.

@@ -95,6 +95,16 @@ export function namedConfig(name: string, overrides: Partial<ModelConfig> = {}):
   return validateConfig({ ...base, ...overrides });
 }
 
+/**
+ * The name of what `name` with its overrides actually is: `MDT-S/4` for MDT-S/2 at patch 4, and
+ * `MDT-d4h96/4` (depth and width) when the size is none of S, B, L, XL.
+ */
+export function modelLabel(name: string, c: ModelConfig): string {
+  const family = name.split('-')[0]!;
+  const size = Object.entries(SIZES).find(([, s]) => s.depth === c.depth && s.hiddenSize === c.hiddenSize && s.numHeads === c.numHeads)?.[0];
+  return `${family}-${size ?? `d${c.depth}h${c.hiddenSize}`}/${c.patchSize}`;
+}
+
 export function gridSize(c: ModelConfig): number {
   return c.inputSize / c.patchSize;
 }

@@ -214,7 +214,10 @@ function sumKernel(args: KernelArgs, previous: tf.KernelFunc): tf.TensorInfo {
 
 /** `shape` permuted by `perm` with unit axes dropped and axes that stay adjacent merged. */
 function collapsePermutation(shape: readonly number[], perm: readonly number[]): { shape: number[]; perm: number[] } {
-  const kept = perm.filter((a) => shape[a] !== 1);
+  // Unit axes go first, and the others are renumbered, so axes a unit axis separated count as adjacent.
+  const squeezed = new Map(shape.flatMap((d, a) => (d === 1 ? [] : [a])).map((a, k) => [a, k]));
+  const kept = perm.filter((a) => shape[a] !== 1).map((a) => squeezed.get(a)!);
+  const dims = shape.filter((d) => d !== 1);
   const runs: number[][] = [];
   for (const a of kept) {
     const run = runs[runs.length - 1];
@@ -223,7 +226,7 @@ function collapsePermutation(shape: readonly number[], perm: readonly number[]):
   }
   const order = [...runs].sort((r, q) => r[0]! - q[0]!);
   return {
-    shape: order.map((r) => r.reduce((p, a) => p * shape[a]!, 1)),
+    shape: order.map((r) => r.reduce((p, a) => p * dims[a]!, 1)),
     perm: runs.map((r) => order.indexOf(r)),
   };
 }

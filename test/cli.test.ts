@@ -25,7 +25,7 @@ const flat = (s: string) => s.replace(/\s+/g, ' ');
 test('--help of every command lists every flag with its default', async () => {
   const program = buildProgram({ write: () => {}, writeErr: () => {}, tty: false });
   const commands = program.commands.filter((c: Command) => c.name() !== 'help');
-  assert.deepEqual(commands.map((c) => c.name()).sort(), ['convert', 'doctor', 'encode', 'export', 'graph', 'inpaint', 'parity', 'sample', 'summary', 'train']);
+  assert.deepEqual(commands.map((c) => c.name()).sort(), ['classifier', 'convert', 'doctor', 'encode', 'eval', 'export', 'graph', 'inpaint', 'parity', 'sample', 'summary', 'train']);
   for (const cmd of commands) {
     const { code, out } = await cli(cmd.name(), '--help');
     assert.equal(code, 0, cmd.name());

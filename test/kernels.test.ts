@@ -15,6 +15,8 @@ function cases(): Case[] {
   return [
     ['transpose 2-D', () => tf.transpose(x([37, 23], 0))],
     ['transpose with unit axes collapsing to 2-D', () => tf.transpose(x([5, 1, 7, 3], 1), [1, 2, 3, 0])],
+    ['transpose swapping a unit axis with its neighbour (a copy)', () => tf.transpose(x([2, 2, 1, 2], 4), [0, 1, 3, 2])],
+    ['transpose whose unit axis separates two that stay in order', () => tf.transpose(x([3, 1, 4, 5], 5), [2, 0, 3, 1])],
     ['transpose moving rows', () => tf.transpose(x([3, 4, 5, 16], 2), [2, 0, 1, 3])],
     ['transpose, other', () => tf.transpose(x([3, 4, 5], 3), [2, 1, 0])],
     ['sum leading axes', () => tf.sum(x([3, 4, 5], 4), [0, 1])],

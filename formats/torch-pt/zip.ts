@@ -1,11 +1,17 @@
-// Minimal read-only zip reader for torch.save archives: STORED entries only, ZIP64 aware, and
-// driven by positioned reads so archives far larger than a Node Buffer can be used.
+// Minimal read-only zip reader for torch.save archives and numpy's .npz: STORED entries (and,
+// when asked, DEFLATE ones as np.savez_compressed writes), ZIP64 aware, and driven by
+// positioned reads so archives far larger than a Node Buffer can be used.
 import type { FileHandle } from 'node:fs/promises';
 import { readExactlyAt } from '../safetensors.ts';
 
 export interface ZipEntry {
   readonly name: string;
+  /** Uncompressed size. */
   readonly size: number;
+  /** Stored size: `size` for STORED entries. */
+  readonly compressedSize: number;
+  /** 0 STORED, 8 DEFLATE. */
+  readonly method: number;
   readonly crc32: number;
   readonly localHeaderOffset: number;
 }
@@ -32,7 +38,7 @@ function u64(view: DataView, at: number, fail: (msg: string) => never): number {
 }
 
 /** Reads the central directory of the zip archive open on `handle` (`path` only names it in errors). */
-export async function openZip(handle: FileHandle, size: number, path: string): Promise<ZipArchive> {
+export async function openZip(handle: FileHandle, size: number, path: string, opts: { readonly allowDeflate?: boolean } = {}): Promise<ZipArchive> {
   const fail = (msg: string): never => {
     throw new Error(`${path}: ${msg}`);
   };
@@ -117,11 +123,11 @@ export async function openZip(handle: FileHandle, size: number, path: string): P
       x += 4 + len;
     }
     if (flags & 1) fail(`entry '${name}' is encrypted`);
-    if (method !== 0) fail(`entry '${name}' is compressed (method ${method}); torch.save writes uncompressed (STORED) entries`);
-    if (compressed !== size32) fail(`entry '${name}' is STORED but its compressed size ${compressed} differs from its size ${size32}`);
+    if (method !== 0 && !(method === 8 && opts.allowDeflate)) fail(`entry '${name}' is compressed (method ${method}); torch.save writes uncompressed (STORED) entries`);
+    if (method === 0 && compressed !== size32) fail(`entry '${name}' is STORED but its compressed size ${compressed} differs from its size ${size32}`);
     if (entries.has(name)) fail(`entry '${name}' appears twice in the archive`);
-    if (localHeaderOffset + 30 + size32 > cdOffset) fail(`entry '${name}' (${size32} bytes at ${localHeaderOffset}) overlaps the central directory; the file is corrupt`);
-    entries.set(name, { name, size: size32, crc32, localHeaderOffset });
+    if (localHeaderOffset + 30 + compressed > cdOffset) fail(`entry '${name}' (${compressed} bytes at ${localHeaderOffset}) overlaps the central directory; the file is corrupt`);
+    entries.set(name, { name, size: size32, compressedSize: compressed, method, crc32, localHeaderOffset });
     p = end;
   }
 
@@ -138,7 +144,7 @@ export async function openZip(handle: FileHandle, size: number, path: string): P
         fail(`entry '${entry.name}': no matching local header at byte ${entry.localHeaderOffset}; the file is corrupt`);
       }
       const start = entry.localHeaderOffset + 30 + nameBytes.byteLength + local.getUint16(28, true);
-      if (start + entry.size > cdOffset) fail(`entry '${entry.name}': data (${entry.size} bytes at ${start}) runs into the central directory; the file is corrupt`);
+      if (start + entry.compressedSize > cdOffset) fail(`entry '${entry.name}': data (${entry.compressedSize} bytes at ${start}) runs into the central directory; the file is corrupt`);
       dataOffsets.set(entry.name, start);
       return start;
     },

@@ -317,3 +317,18 @@ export function renderPlot(series: readonly Series[], options: PlotOptions = {})
 export async function writePlot(path: string, series: readonly Series[], options: PlotOptions = {}): Promise<void> {
   await writePng(path, renderPlot(series, options));
 }
+
+/** Plots of one width stacked top to bottom in one PNG (e.g. losses above evaluation metrics). */
+export async function writePanels(path: string, panels: readonly { readonly series: readonly Series[]; readonly options?: PlotOptions }[]): Promise<void> {
+  const rasters = panels.map((p) => renderPlot(p.series, p.options));
+  const width = rasters[0]!.width;
+  if (rasters.some((r) => r.width !== width)) throw new Error(`writePanels: panels must share one width, got ${rasters.map((r) => r.width).join(', ')}`);
+  const height = rasters.reduce((a, r) => a + r.height, 0);
+  const data = new Uint8Array(width * height * 3);
+  let at = 0;
+  for (const r of rasters) {
+    data.set(r.data, at);
+    at += r.data.length;
+  }
+  await writePng(path, { width, height, channels: 3, data });
+}
