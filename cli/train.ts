@@ -8,7 +8,7 @@ import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { writeFileAtomic } from '../formats/atomic-write.ts';
 import { readJsonFile } from '../compile/checkpoint.ts';
-import type { OptimizerConfig } from '../compile/optim.ts';
+import type { LrSchedule, OptimizerConfig } from '../compile/optim.ts';
 import { modelLabel, namedConfig } from '../mdt/config.ts';
 import { BUILTIN_DATASETS, DEFAULT_DATASET, loadBuiltinDataset, type BuiltinDataset } from '../mdt/data/builtin.ts';
 import type { ImageDataset } from '../mdt/data/dataset.ts';
@@ -43,23 +43,27 @@ export const TRAIN_DEFAULTS = {
   labels: 'folder' as LabelSource,
   imageSize: 32,
   batchSize: 32,
-  lr: 1e-3,
+  lr: 2e-3,
+  lrSchedule: 'cosine' as LrSchedule['decay'],
+  /** Warm-up steps when --warmup is not given: this many, at most a tenth of the schedule's horizon. */
+  warmup: 100,
+  /** Where a cosine schedule ends: this fraction of --lr. */
+  lrFinalRatio: 0.1,
   weightDecay: 0,
   /** Adan's global gradient-norm clip (MDTv2's recipe); AdamW does not clip. */
   adanMaxGradNorm: 1.0,
   ema: 0.99,
-  steps: 800,
+  steps: 1500,
   seed: 0,
   logEvery: 10,
-  sampleEvery: 400,
+  sampleEvery: 750,
   ckptEvery: 100,
   /** Steps between FID / class-accuracy evaluations of the EMA weights (0: none), and their sample count. */
   evalEvery: 0,
   evalSamples: 1000,
   ...RUN_DEFAULTS,
   sampleSteps: 'ddim25',
-  cfgScale: 2,
-  flip: true,
+  cfgScale: 4,
 };
 
 const CLI_RECORD = 'cli.json';
@@ -75,6 +79,9 @@ interface TrainFlags extends SizeOverrides {
   vae?: string;
   batchSize: number;
   lr: number;
+  lrSchedule: LrSchedule['decay'];
+  warmup?: number;
+  lrDecaySteps?: number;
   optimizer?: 'adamw' | 'adan';
   weightDecay: number;
   maxGradNorm?: number;
@@ -92,9 +99,21 @@ interface TrainFlags extends SizeOverrides {
   onNan: NonFiniteAction;
   sampleSteps: string;
   cfgScale: number;
-  flip: boolean;
+  flip?: boolean;
   evalEvery: number;
   evalSamples: number;
+}
+
+/** The flags once the defaults that depend on other flags are filled in (and recorded). */
+type ResolvedTrainFlags = TrainFlags & { readonly flip: boolean; readonly lrDecaySteps: number };
+
+/**
+ * Random left–right mirroring by default for image folders and latents (as the official
+ * training), not for the built-in data: mirrored digits are not digits, Fashion-MNIST's shoes all
+ * face one way, and the main job sees less than an epoch, so mirroring only adds variety to learn.
+ */
+export function flipsByDefault(data: string, latents?: string): boolean {
+  return latents !== undefined || !(BUILTIN_DATASETS as readonly string[]).includes(data);
 }
 
 export function trainCommand(program: Command, io: CliIO): Command {
@@ -115,6 +134,9 @@ export function trainCommand(program: Command, io: CliIO): Command {
     .addOption(option('--vae <file>', 'SD VAE (diffusers .safetensors) to decode the periodic sample grids of a --latents run', { defaultText: 'none: latent runs write no grids' }))
     .addOption(option('--batch-size <n>', 'images per step', { default: d.batchSize, parse: intArg(1, 1_000_000) }))
     .addOption(option('--lr <x>', 'learning rate', { default: d.lr, parse: numberArg(0, Infinity, true) }))
+    .addOption(option('--lr-schedule <kind>', `learning rate after the warm-up: constant, or a cosine down to ${d.lrFinalRatio}× --lr at --lr-decay-steps`, { default: d.lrSchedule, choices: ['constant', 'cosine'] }))
+    .addOption(option('--warmup <steps>', 'steps of linear learning-rate warm-up from 0', { defaultText: `${d.warmup}, at most a tenth of --lr-decay-steps`, parse: intArg(0) }))
+    .addOption(option('--lr-decay-steps <n>', 'step where the cosine schedule reaches its final rate (held after)', { defaultText: "--steps of the run's first invocation (kept on --resume)", parse: intArg(1) }))
     .addOption(option('--optimizer <name>', 'optimizer', { defaultText: 'adamw for DiT/MDT, adan for MDTv2, as the official recipes', choices: ['adamw', 'adan'] }))
     .addOption(option('--weight-decay <x>', 'decoupled weight decay', { default: d.weightDecay, parse: numberArg(0, Infinity) }))
     .addOption(option('--max-grad-norm <x>', 'global gradient-norm clip (adan only)', { defaultText: `${d.adanMaxGradNorm.toFixed(1)} with adan; adamw does not clip`, parse: numberArg(0, Infinity, true) }))
@@ -134,7 +156,8 @@ export function trainCommand(program: Command, io: CliIO): Command {
     .addOption(option('--cfg-scale <w>', 'guidance scale of the periodic grids (1 = off)', { default: d.cfgScale, parse: numberArg(0, Infinity) }))
     .addOption(option('--eval-every <n>', 'steps between FID and class accuracy of the EMA weights in log.jsonl and loss.png (built-in data; 0: none)', { default: d.evalEvery, parse: intArg(0) }))
     .addOption(option('--eval-samples <n>', 'samples per --eval-every evaluation (FID is biased upwards at small counts)', { default: d.evalSamples, parse: intArg(2, 100_000) }))
-    .addOption(option('--no-flip', 'do not mirror training images left–right', { default: d.flip, defaultText: 'mirrored with p = 0.5' }))
+    .addOption(option('--flip', 'mirror training images left–right with p = 0.5', { defaultText: 'for image folders and latents (as the official training), not for the built-in data (mirrored digits are not digits, and the shoes all face one way)' }))
+    .addOption(option('--no-flip', 'do not mirror training images', { defaultText: 'see --flip' }))
     .action(async (_opts: TrainFlags, self: Command) => runTrain(self, io));
   return cmd;
 }
@@ -145,6 +168,7 @@ export function trainCommand(program: Command, io: CliIO): Command {
  */
 async function applyRecordedFlags(cmd: Command, runDir: string): Promise<void> {
   if (!existsSync(join(runDir, 'run.json'))) throw new UsageError(`--resume: ${runDir} holds no run (no run.json); give the --out of an existing run`);
+  await applyRecordedHorizon(cmd, runDir);
   const path = join(runDir, CLI_RECORD);
   if (!existsSync(path)) return;
   const recorded = await readJsonFile(path, 'the flags of the run (written by mdt train)');
@@ -156,13 +180,33 @@ async function applyRecordedFlags(cmd: Command, runDir: string): Promise<void> {
   }
 }
 
+/** The learning-rate schedule of a run's flags (the main job's: `lrSchedule(TRAIN_DEFAULTS)`). */
+export function lrSchedule(f: Pick<TrainFlags, 'lrSchedule' | 'warmup' | 'lrDecaySteps' | 'steps'>): LrSchedule {
+  const decaySteps = f.lrDecaySteps ?? f.steps;
+  const warmup = f.warmup ?? Math.min(TRAIN_DEFAULTS.warmup, Math.floor(decaySteps / 10));
+  if (f.lrSchedule === 'cosine' && decaySteps <= warmup) throw new UsageError(`--warmup ${warmup}: the cosine decay (to step ${decaySteps}, --lr-decay-steps) must end after the warm-up`);
+  return { warmupSteps: warmup, decay: f.lrSchedule, decaySteps, finalRatio: TRAIN_DEFAULTS.lrFinalRatio };
+}
+
+/**
+ * The schedule's horizon from the run's run.json, for a run whose cli.json does not record it
+ * (made before it was recorded, or without its cli.json): a resume with a larger --steps then
+ * keeps the schedule the run was made with rather than stretching it.
+ */
+async function applyRecordedHorizon(cmd: Command, runDir: string): Promise<void> {
+  const run = await readJsonFile(join(runDir, 'run.json'), 'the run (written by mdt train)') as { optimizer?: { schedule?: { decaySteps?: unknown } } } | null;
+  const horizon = run?.optimizer?.schedule?.decaySteps;
+  if (typeof horizon === 'number' && cmd.getOptionValueSource('lrDecaySteps') !== 'cli') cmd.setOptionValueWithSource('lrDecaySteps', horizon, 'config');
+}
+
 function optimizerConfig(f: TrainFlags, variant: string): OptimizerConfig {
   const kind = f.optimizer ?? (variant === 'mdt-v2' ? 'adan' : 'adamw');
+  const schedule = lrSchedule(f);
   if (kind === 'adamw') {
     if (f.maxGradNorm !== undefined) throw new UsageError('--max-grad-norm: only adan clips gradients; drop it or pass --optimizer adan');
-    return { kind, lr: f.lr, weightDecay: f.weightDecay };
+    return { kind, lr: f.lr, schedule, weightDecay: f.weightDecay };
   }
-  return { kind, lr: f.lr, weightDecay: f.weightDecay, maxGradNorm: f.maxGradNorm ?? TRAIN_DEFAULTS.adanMaxGradNorm };
+  return { kind, lr: f.lr, schedule, weightDecay: f.weightDecay, maxGradNorm: f.maxGradNorm ?? TRAIN_DEFAULTS.adanMaxGradNorm };
 }
 
 /**
@@ -197,7 +241,7 @@ interface TrainData {
   close(): void;
 }
 
-async function loadTrainData(f: TrainFlags, io: CliIO): Promise<TrainData> {
+async function loadTrainData(f: ResolvedTrainFlags, io: CliIO): Promise<TrainData> {
   if (f.latents !== undefined) {
     const lat = await openLatents(f.latents);
     const train = latentTrainingSet(lat, f.flip);
@@ -231,7 +275,12 @@ async function runTrain(cmd: Command, io: CliIO): Promise<void> {
   } else if (explicit('out') && existsSync(join(cmd.opts().out as string, 'run.json'))) {
     throw new UsageError(`--out: ${cmd.opts().out as string} already holds a run (run.json); pass --resume to continue it or choose another --out`);
   }
-  const f = cmd.opts() as TrainFlags;
+  // Recorded resolved, as the horizon below: a resume must not change what the run trains on.
+  if (cmd.opts().flip === undefined) cmd.setOptionValueWithSource('flip', flipsByDefault(cmd.opts().data, cmd.opts().latents), 'default');
+  // The cosine horizon is the first invocation's --steps, recorded so that a resume with a larger
+  // --steps keeps the schedule the run's optimizer state was made with.
+  if (cmd.opts().lrDecaySteps === undefined) cmd.setOptionValueWithSource('lrDecaySteps', cmd.opts().steps, 'default');
+  const f = cmd.opts() as ResolvedTrainFlags;
   // The small default sizes belong to the default model only; a named model keeps its own.
   const overrides: SizeOverrides = cmd.getOptionValueSource('model') === 'default' ? { ...TRAIN_DEFAULTS.overrides, ...sizeOverrides(f) } : sizeOverrides(f);
   const variant = namedConfig(f.model).variant;

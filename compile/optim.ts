@@ -13,9 +13,31 @@ import { match } from 'ts-pattern';
 import { FLAT_CONCAT, FLAT_SPLIT } from '../runtime/kernels.ts';
 import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList } from '../runtime/fused.ts';
 
+/**
+ * The learning rate over the updates: a linear warm-up from 0 over `warmupSteps`, then `lr`
+ * (constant) or a half cosine from `lr` down to `lr · finalRatio` at update `decaySteps`, held
+ * there after (a run extended past its horizon keeps training, at the final rate).
+ */
+export interface LrSchedule {
+  readonly warmupSteps: number;
+  readonly decay: 'constant' | 'cosine';
+  readonly decaySteps: number;
+  readonly finalRatio: number;
+}
+
 export type OptimizerConfig =
-  | { readonly kind: 'adamw'; readonly lr: number; readonly betas?: readonly [number, number]; readonly eps?: number; readonly weightDecay?: number }
-  | { readonly kind: 'adan'; readonly lr: number; readonly betas?: readonly [number, number, number]; readonly eps?: number; readonly weightDecay?: number; readonly maxGradNorm?: number };
+  | { readonly kind: 'adamw'; readonly lr: number; readonly schedule?: LrSchedule; readonly betas?: readonly [number, number]; readonly eps?: number; readonly weightDecay?: number }
+  | { readonly kind: 'adan'; readonly lr: number; readonly schedule?: LrSchedule; readonly betas?: readonly [number, number, number]; readonly eps?: number; readonly weightDecay?: number; readonly maxGradNorm?: number };
+
+/** The learning rate of update `step` (1-based); without a schedule, `lr`. */
+export function lrAt(cfg: OptimizerConfig, step: number): number {
+  const s = cfg.schedule;
+  if (s === undefined) return cfg.lr;
+  if (step <= s.warmupSteps) return (cfg.lr * step) / s.warmupSteps;
+  if (s.decay === 'constant') return cfg.lr;
+  const t = Math.min(1, (step - s.warmupSteps) / Math.max(1, s.decaySteps - s.warmupSteps));
+  return cfg.lr * (s.finalRatio + (1 - s.finalRatio) * 0.5 * (1 + Math.cos(Math.PI * t)));
+}
 
 export interface Optimizer {
   readonly config: OptimizerConfig;
@@ -192,7 +214,7 @@ function adamw(cfg: Extract<OptimizerConfig, { kind: 'adamw' }>): Optimizer {
       const bc2Sqrt = Math.sqrt(1 - b2 ** step);
       const layout = gradLayout(params, grads);
       const slots = store.prepare(layout);
-      const h = { lr: cfg.lr, b1, b2, eps, wd, bc1, bc2Sqrt };
+      const h = { lr: lrAt(cfg, step), b1, b2, eps, wd, bc1, bc2Sqrt };
       layout.forEach((chunk, k) => tf.tidy(() => {
         const m = slots.get('exp_avg')![k]!;
         const v = slots.get('exp_avg_sq')![k]!;
@@ -243,7 +265,7 @@ function adan(cfg: Extract<OptimizerConfig, { kind: 'adan' }>): Optimizer {
         ? tf.minimum(tf.div(maxNorm, tf.add(tf.sqrt(tf.addN(flatGrads.map((g) => tf.sum(tf.mul(g, g))))), eps)), 1) as tf.Scalar
         : tf.scalar(1));
       // At the first step the previous gradient is the current one: the difference is 0.
-      const h = { lr: cfg.lr, b1, b2, b3, eps, wd, bc1, bc2, bc3Sqrt, first: step === 1 ? 1 : 0 } as const;
+      const h = { lr: lrAt(cfg, step), b1, b2, b3, eps, wd, bc1, bc2, bc3Sqrt, first: step === 1 ? 1 : 0 } as const;
       layout.forEach((chunk, k) => tf.tidy(() => {
         const g0 = flatGrads[k]!;
         const p = flatten(chunk, (path) => params.get(path)!);
@@ -266,6 +288,10 @@ function adan(cfg: Extract<OptimizerConfig, { kind: 'adan' }>): Optimizer {
 
 export function createOptimizer(cfg: OptimizerConfig): Optimizer {
   if (!(cfg.lr > 0)) throw new Error(`optimizer: lr must be > 0, got ${cfg.lr}`);
+  const s = cfg.schedule;
+  if (s !== undefined && !(Number.isInteger(s.warmupSteps) && s.warmupSteps >= 0 && Number.isInteger(s.decaySteps) && (s.decay === 'constant' || s.decaySteps > s.warmupSteps) && s.finalRatio >= 0 && s.finalRatio <= 1)) {
+    throw new Error(`optimizer: schedule needs whole warmupSteps ≥ 0, decaySteps above them (cosine) and finalRatio in [0, 1], got ${JSON.stringify(s)}`);
+  }
   return match(cfg)
     .with({ kind: 'adamw' }, (c) => adamw(c))
     .with({ kind: 'adan' }, (c) => adan(c))

@@ -14,7 +14,7 @@ import { compileTraining, type StepLosses, type Trainer, type TrainOptions } fro
 import { compileSampler } from './sample.ts';
 import { loadCheckpoint, loadNewestValidCheckpoint, NonFiniteError, nonFiniteState, readJsonFile, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.ts';
 import type { OptimizerConfig } from './optim.ts';
-import { namedConfig, type ModelConfig } from '../mdt/config.ts';
+import { modelLabel, namedConfig, type ModelConfig } from '../mdt/config.ts';
 import { buildModel } from '../mdt/model.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
 import type { ImageDataset } from '../mdt/data/dataset.ts';
@@ -320,7 +320,7 @@ export async function trainRun(o: TrainRunOptions, data: TrainData, hooks: Train
           await badStep(step, `its update made the weights non-finite (${e.message})`);
           await save(done);
         }
-        await plotLosses(join(runDir, 'loss.png'), log, `${o.model} on ${data.name}`);
+        await plotLosses(join(runDir, 'loss.png'), log, `${modelLabel(o.model, config)} on ${data.name}`);
       }
       if (done % o.sampleEvery === 0 || done === o.steps) await sampleGrid(done);
     }

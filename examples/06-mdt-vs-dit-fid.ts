@@ -12,7 +12,7 @@ import { startRuntime } from '../runtime/start.ts';
 import { trainRun } from '../compile/train-run.ts';
 import { classifierView, trainingEvaluator } from '../mdt/eval/feature-nets.ts';
 import { writePanels } from '../mdt/viz/plot.ts';
-import { TRAIN_DEFAULTS } from '../cli/train.ts';
+import { flipsByDefault, lrSchedule, TRAIN_DEFAULTS } from '../cli/train.ts';
 
 const steps = Number(process.argv[2] ?? 2000);
 const every = Number(process.argv[3] ?? 250);
@@ -34,9 +34,9 @@ for (const model of ['MDT-S/2', 'DiT-S/2']) {
   // Wall-clock of training only: the evaluations are paused out of it.
   let trainSeconds = 0, since = performance.now();
   await trainRun({
-    model, overrides: d.overrides, batchSize: d.batchSize, steps, optimizer: { kind: 'adamw', lr: d.lr }, emaDecay: d.ema, seed: 0,
+    model, overrides: d.overrides, batchSize: d.batchSize, steps, optimizer: { kind: 'adamw', lr: d.lr, schedule: lrSchedule({ lrSchedule: d.lrSchedule, steps }) }, emaDecay: d.ema, seed: 0,
     outDir: runDir, resume: false, logEvery: d.logEvery, sampleEvery: steps, checkpointEvery: steps, sampleSteps: d.sampleSteps, cfgScale: d.cfgScale,
-    flip: d.flip, evalEvery: every,
+    flip: flipsByDefault('fashion-mnist'), evalEvery: every,
   }, { name: 'fashion-mnist', train }, {
     async evaluate(step, m, ema) {
       trainSeconds += (performance.now() - since) / 1000;

@@ -102,6 +102,12 @@ test('train, resume, sample, inpaint: the files a run promises', async () => {
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /resuming .* at step 4/);
     assert.deepEqual(readFileSync(join(run, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { step: number }).step), [2, 4, 6]);
+    // The cosine horizon is the first invocation's --steps: recorded, so the longer resume above kept it.
+    assert.equal((JSON.parse(readFileSync(join(run, 'cli.json'), 'utf8')) as { lrDecaySteps: number }).lrDecaySteps, 4);
+    assert.deepEqual((JSON.parse(readFileSync(join(run, 'run.json'), 'utf8')) as { optimizer: { schedule: unknown } }).optimizer.schedule, { warmupSteps: 0, decay: 'cosine', decaySteps: 4, finalRatio: 0.1 });
+    const badWarmup = await cli('train', ...tiny, '--steps', '4', '--warmup', '4', '--out', join(dir, 'warm'));
+    assert.equal(badWarmup.code, 2);
+    assert.match(badWarmup.err, /--warmup 4: the cosine decay \(to step 4, --lr-decay-steps\) must end after the warm-up/);
 
     const samples = join(dir, 'samples');
     const s = await cli('sample', '--ckpt', run, '--class', '3,5,7', '--count', '2', '--steps', 'ddim5', '--out', samples);

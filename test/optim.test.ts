@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { createEma, createOptimizer, type OptimizerConfig } from '../compile/optim.ts';
+import fc from 'fast-check';
+import { createEma, createOptimizer, lrAt, type LrSchedule, type OptimizerConfig } from '../compile/optim.ts';
 
 const grads = [[0.5, -1.0, 2.0], [0.1, 0.3, -4.0], [-0.7, 0.2, 1.5], [1.0, 1.0, 1.0]];
 const p0 = [1.0, -2.0, 0.25];
@@ -26,12 +27,14 @@ function close(a: number[][], b: number[][], tol = 2e-6) {
   a.forEach((row, i) => row.forEach((v, j) => assert.ok(Math.abs(v - b[i]![j]!) <= tol * Math.max(1, Math.abs(b[i]![j]!)), `step ${i + 1} elem ${j}: ${v} vs ${b[i]![j]}`)));
 }
 
-test('AdamW matches torch.optim.AdamW by hand (decoupled decay)', () => {
-  const lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+/** torch.optim.AdamW's update with the learning rate of each step given (as a LambdaLR sets it). */
+function adamwByHand(lrOf: (step: number) => number): number[][] {
+  const b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
   const p = [...p0], m = [0, 0, 0], v = [0, 0, 0];
   const want: number[][] = [];
   grads.forEach((g, s) => {
     const step = s + 1;
+    const lr = lrOf(step);
     for (let i = 0; i < 3; i++) {
       p[i] = p[i]! * (1 - lr * wd);
       m[i] = b1 * m[i]! + (1 - b1) * g[i]!;
@@ -41,7 +44,41 @@ test('AdamW matches torch.optim.AdamW by hand (decoupled decay)', () => {
     }
     want.push([...p]);
   });
-  close(run({ kind: 'adamw', lr, weightDecay: wd }), want);
+  return want;
+}
+
+test('AdamW matches torch.optim.AdamW by hand (decoupled decay)', () => {
+  close(run({ kind: 'adamw', lr: 0.01, weightDecay: 0.1 }), adamwByHand(() => 0.01));
+});
+
+test('a warm-up + cosine schedule sets each update\'s learning rate (LambdaLR by hand)', () => {
+  // 1 warm-up step, then a half cosine from 0.01 to 0.002 over updates 2…4.
+  const schedule: LrSchedule = { warmupSteps: 1, decay: 'cosine', decaySteps: 4, finalRatio: 0.2 };
+  const by = (step: number) => (step <= 1 ? 0.01 * step : 0.01 * (0.2 + 0.8 * 0.5 * (1 + Math.cos((Math.PI * (step - 1)) / 3))));
+  assert.deepEqual([1, 2, 4, 9].map((s) => lrAt({ kind: 'adamw', lr: 0.01, schedule }, s)).map((x) => +x.toFixed(12)), [0.01, by(2), 0.002, 0.002].map((x) => +x.toFixed(12)));
+  close(run({ kind: 'adamw', lr: 0.01, weightDecay: 0.1, schedule }), adamwByHand(by));
+});
+
+test('property: a schedule warms up linearly, then never rises and stays within [lr · final, lr]', () => {
+  fc.assert(fc.property(
+    fc.integer({ min: 0, max: 50 }), fc.integer({ min: 1, max: 500 }), fc.double({ min: 0, max: 1, noNaN: true }), fc.constantFrom('constant' as const, 'cosine' as const),
+    (warmupSteps, span, finalRatio, decay) => {
+      const cfg: OptimizerConfig = { kind: 'adan', lr: 0.5, schedule: { warmupSteps, decay, decaySteps: warmupSteps + span, finalRatio } };
+      for (let s = 1; s <= warmupSteps; s++) assert.ok(Math.abs(lrAt(cfg, s) - (0.5 * s) / warmupSteps) < 1e-12);
+      let prev = Infinity;
+      for (let s = warmupSteps + 1; s <= warmupSteps + span + 3; s++) {
+        const lr = lrAt(cfg, s);
+        assert.ok(lr <= prev + 1e-12 && lr <= 0.5 + 1e-12 && lr >= 0.5 * (decay === 'cosine' ? finalRatio : 1) - 1e-12, `step ${s}: ${lr}`);
+        prev = lr;
+      }
+      assert.ok(Math.abs(lrAt(cfg, warmupSteps + span + 3) - 0.5 * (decay === 'cosine' ? finalRatio : 1)) < 1e-12);
+    },
+  ));
+});
+
+test('a schedule that cannot be followed is refused with what it was given', () => {
+  assert.throws(() => createOptimizer({ kind: 'adamw', lr: 0.1, schedule: { warmupSteps: 10, decay: 'cosine', decaySteps: 10, finalRatio: 0 } }), /decaySteps above them.*"warmupSteps":10/);
+  assert.throws(() => createOptimizer({ kind: 'adamw', lr: 0.1, schedule: { warmupSteps: 0, decay: 'cosine', decaySteps: 5, finalRatio: 2 } }), /finalRatio in \[0, 1\]/);
 });
 
 function adanByHand(maxNorm: number, otherGradSq: number): number[][] {

@@ -182,8 +182,10 @@ test('--keep and --milestone-every; resume falls back past corrupt checkpoints, 
   assert.match(r.out, /resuming .* at step 8/);
   assert.deepEqual(checkpointsOf(run), ['000004', '000008', '000009.invalid', '000010.invalid', '000011', '000012']);
 
+  // The resume kept the run's learning-rate schedule (its horizon, 10 steps, from run.json, since
+  // the cli.json above does not record it): the same as 12 uninterrupted steps on that schedule.
   const ref = join(dir, 'ref');
-  assert.equal((await train(ref, '--steps', '12', '--ckpt-every', '100')).code, 0);
+  assert.equal((await train(ref, '--steps', '12', '--lr-decay-steps', '10', '--ckpt-every', '100')).code, 0);
   assert.equal(readFileSync(join(run, 'log.jsonl'), 'utf8'), readFileSync(join(ref, 'log.jsonl'), 'utf8'));
   for (const f of ['model', 'ema', 'opt']) assert.deepEqual(readFileSync(join(run, `checkpoints/000012/${f}.safetensors`)), readFileSync(join(ref, `checkpoints/000012/${f}.safetensors`)), f);
 }));
