@@ -13,6 +13,7 @@ import { trainRun } from '../compile/train-run.ts';
 import { classifierView, trainingEvaluator } from '../mdt/eval/feature-nets.ts';
 import { writePanels } from '../mdt/viz/plot.ts';
 import { flipsByDefault, lrSchedule, TRAIN_DEFAULTS } from '../cli/train.ts';
+import { modelLabel, namedConfig } from '../mdt/config.ts';
 
 const steps = Number(process.argv[2] ?? 2000);
 const every = Number(process.argv[3] ?? 250);
@@ -47,7 +48,7 @@ for (const model of ['MDT-S/2', 'DiT-S/2']) {
       return r;
     },
   });
-  results.push({ model, points });
+  results.push({ model: modelLabel(model, namedConfig(model, d.overrides)), points });
 }
 evaluator.dispose();
 
