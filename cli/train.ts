@@ -168,7 +168,7 @@ export function trainCommand(program: Command, io: CliIO): Command {
  */
 async function applyRecordedFlags(cmd: Command, runDir: string): Promise<void> {
   if (!existsSync(join(runDir, 'run.json'))) throw new UsageError(`--resume: ${runDir} holds no run (no run.json); give the --out of an existing run`);
-  await applyRecordedHorizon(cmd, runDir);
+  await applyRecordedSchedule(cmd, runDir);
   const path = join(runDir, CLI_RECORD);
   if (!existsSync(path)) return;
   const recorded = await readJsonFile(path, 'the flags of the run (written by mdt train)');
@@ -180,23 +180,30 @@ async function applyRecordedFlags(cmd: Command, runDir: string): Promise<void> {
   }
 }
 
-/** The learning-rate schedule of a run's flags (the main job's: `lrSchedule(TRAIN_DEFAULTS)`). */
-export function lrSchedule(f: Pick<TrainFlags, 'lrSchedule' | 'warmup' | 'lrDecaySteps' | 'steps'>): LrSchedule {
+/**
+ * The learning-rate schedule of a run's flags; undefined for the constant rate without warm-up
+ * (the official recipes', and what runs made before schedules existed recorded).
+ */
+export function lrSchedule(f: Pick<TrainFlags, 'lrSchedule' | 'warmup' | 'lrDecaySteps' | 'steps'>): LrSchedule | undefined {
   const decaySteps = f.lrDecaySteps ?? f.steps;
   const warmup = f.warmup ?? Math.min(TRAIN_DEFAULTS.warmup, Math.floor(decaySteps / 10));
   if (f.lrSchedule === 'cosine' && decaySteps <= warmup) throw new UsageError(`--warmup ${warmup}: the cosine decay (to step ${decaySteps}, --lr-decay-steps) must end after the warm-up`);
+  if (f.lrSchedule === 'constant' && warmup === 0) return undefined;
   return { warmupSteps: warmup, decay: f.lrSchedule, decaySteps, finalRatio: TRAIN_DEFAULTS.lrFinalRatio };
 }
 
 /**
- * The schedule's horizon from the run's run.json, for a run whose cli.json does not record it
- * (made before it was recorded, or without its cli.json): a resume with a larger --steps then
- * keeps the schedule the run was made with rather than stretching it.
+ * The learning-rate schedule a run was made with, from its run.json, for flags its cli.json does
+ * not record (a run made before the schedule existed, or without its cli.json): a resume, even
+ * with a larger --steps, keeps that schedule rather than today's defaults. No schedule in
+ * run.json is the constant rate without warm-up.
  */
-async function applyRecordedHorizon(cmd: Command, runDir: string): Promise<void> {
-  const run = await readJsonFile(join(runDir, 'run.json'), 'the run (written by mdt train)') as { optimizer?: { schedule?: { decaySteps?: unknown } } } | null;
-  const horizon = run?.optimizer?.schedule?.decaySteps;
-  if (typeof horizon === 'number' && cmd.getOptionValueSource('lrDecaySteps') !== 'cli') cmd.setOptionValueWithSource('lrDecaySteps', horizon, 'config');
+async function applyRecordedSchedule(cmd: Command, runDir: string): Promise<void> {
+  const run = await readJsonFile(join(runDir, 'run.json'), 'the run (written by mdt train)') as { optimizer?: { schedule?: Partial<LrSchedule> } } | null;
+  if (run?.optimizer === undefined) return;
+  const s = run.optimizer.schedule;
+  const recorded = s === undefined ? { lrSchedule: 'constant', warmup: 0 } : { lrSchedule: s.decay, warmup: s.warmupSteps, lrDecaySteps: s.decaySteps };
+  for (const [k, v] of Object.entries(recorded)) if (v !== undefined && cmd.getOptionValueSource(k) !== 'cli') cmd.setOptionValueWithSource(k, v, 'config');
 }
 
 function optimizerConfig(f: TrainFlags, variant: string): OptimizerConfig {
@@ -204,9 +211,9 @@ function optimizerConfig(f: TrainFlags, variant: string): OptimizerConfig {
   const schedule = lrSchedule(f);
   if (kind === 'adamw') {
     if (f.maxGradNorm !== undefined) throw new UsageError('--max-grad-norm: only adan clips gradients; drop it or pass --optimizer adan');
-    return { kind, lr: f.lr, schedule, weightDecay: f.weightDecay };
+    return { kind, lr: f.lr, ...(schedule && { schedule }), weightDecay: f.weightDecay };
   }
-  return { kind, lr: f.lr, schedule, weightDecay: f.weightDecay, maxGradNorm: f.maxGradNorm ?? TRAIN_DEFAULTS.adanMaxGradNorm };
+  return { kind, lr: f.lr, ...(schedule && { schedule }), weightDecay: f.weightDecay, maxGradNorm: f.maxGradNorm ?? TRAIN_DEFAULTS.adanMaxGradNorm };
 }
 
 /**

@@ -200,6 +200,23 @@ test('a torn last log line is dropped on resume with a message', withDir('torn',
   assert.deepEqual(logSteps(run), range(1, 6));
 }));
 
+test('a run made before learning-rate schedules (constant rate, nothing recorded) resumes on its constant rate', withDir('old-run', async (dir) => {
+  const run = join(dir, 'run');
+  assert.equal((await train(run, '--steps', '3', '--lr-schedule', 'constant', '--warmup', '0', '--ckpt-every', '3')).code, 0);
+  const runJson = JSON.parse(readFileSync(join(run, 'run.json'), 'utf8')) as { optimizer: Record<string, unknown> };
+  assert.equal(runJson.optimizer['schedule'], undefined, 'the constant rate without warm-up records no schedule, as runs before schedules did');
+  // What an older cli.json holds: no schedule flags, so today's defaults (cosine, warm-up) would apply.
+  const recorded = JSON.parse(readFileSync(join(run, 'cli.json'), 'utf8')) as Record<string, unknown>;
+  for (const k of ['lrSchedule', 'warmup', 'lrDecaySteps']) delete recorded[k];
+  writeFileSync(join(run, 'cli.json'), JSON.stringify(recorded));
+  const r = await cli('train', '--out', run, '--resume', '--steps', '5');
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /resuming .* at step 3/);
+  const ref = join(dir, 'ref');
+  assert.equal((await train(ref, '--steps', '5', '--lr-schedule', 'constant', '--warmup', '0', '--ckpt-every', '100')).code, 0);
+  assert.equal(readFileSync(join(run, 'log.jsonl'), 'utf8'), readFileSync(join(ref, 'log.jsonl'), 'utf8'));
+}));
+
 test('run.json is the contract: a resume with other flags is refused before any checkpoint exists', withDir('identity', async (dir) => {
   const run = join(dir, 'run');
   assert.equal((await train(run, '--steps', '2', '--ckpt-every', '1')).code, 0);
