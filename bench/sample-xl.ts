@@ -7,8 +7,9 @@
 // CFG (w = 4, so 32 rows), --latents-out, no VAE — and records, from the child's own output
 // lines: the load time (start → the "sampling …" line, with the CPU user/system seconds spent
 // by then), each step's time (the first includes tracing and compiling), the peak RSS, the wasm
-// heap's peak, whether the batch was split, and how long a plain read of the file takes (the
-// disk-read floor of the load). The checkpoint is deleted afterwards unless --keep DIR keeps it
+// heap's peak, whether the batch was split, and how long a plain read of the file takes into a
+// reused buffer and into fresh memory (the disk-read floors of the load; fresh pages are zeroed
+// by the kernel as they are first written, which a load cannot avoid). The checkpoint is deleted afterwards unless --keep DIR keeps it
 // there. The record goes to bench/results/xl-<date>.json.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -63,13 +64,21 @@ async function child(argv: readonly string[]): Promise<void> {
   console.log(JSON.stringify(record));
 }
 
-/** Seconds to read the file once with plain positioned reads (64 MiB at a time). */
-async function readSeconds(path: string): Promise<number> {
+/**
+ * Seconds to read the file once with plain positioned reads, 64 MiB at a time: into one reused
+ * buffer (`reuse`: the disk and page-cache floor), or into fresh memory the file's size, as
+ * loading must (the kernel also zeroes every page it hands out: the floor of a load).
+ */
+async function readSeconds(path: string, into: 'reuse' | 'fresh'): Promise<number> {
   const t0 = performance.now();
   const h = await open(path, 'r');
   try {
-    const buf = new Uint8Array(64 * MiB);
-    while ((await h.read(buf, 0, buf.byteLength, null)).bytesRead > 0);
+    const size = (await h.stat()).size;
+    const buf = new Uint8Array(into === 'reuse' ? 64 * MiB : size);
+    for (let at = 0; at < size; at += 64 * MiB) {
+      const len = Math.min(64 * MiB, size - at);
+      await h.read(buf, into === 'reuse' ? 0 : at, len, at);
+    }
   } finally {
     await h.close();
   }
@@ -105,7 +114,7 @@ export async function xlBench(args: readonly string[]): Promise<void> {
     const fileBytes = (await stat(ckpt)).size;
     const buildS = (performance.now() - t) / 1000;
     process.stderr.write(`bench --xl: wrote ${values.model} (${plan.length} tensors, ${(fileBytes / GB).toFixed(2)} GB) in ${buildS.toFixed(0)} s\n`);
-    const readS = await readSeconds(ckpt);
+    const readS = await readSeconds(ckpt, 'reuse');
     const argv = [
       '--ckpt', ckpt, '--class', '88,207', '--count', String(images / 2), '--batch-size', values['batch-size'], '--steps', values.steps, '--cfg-scale', '4',
       '--latents-out', join(dir, 'latents.npy'),
@@ -115,6 +124,7 @@ export async function xlBench(args: readonly string[]): Promise<void> {
     const load0 = loadavg();
     const out = execFileSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--xl-child', ...argv], { encoding: 'utf8', maxBuffer: 64 * MiB });
     const wallS = (performance.now() - t) / 1000;
+    const freshReadS = await readSeconds(ckpt, 'fresh');
     const r = JSON.parse(out.trim().split('\n').at(-1)!) as ChildRecord;
     const at = (re: RegExp) => r.lines.find((l) => re.test(l.text));
     const start = at(/^sampling \d+ images/);
@@ -128,6 +138,7 @@ export async function xlBench(args: readonly string[]): Promise<void> {
       checkpointBytes: fileBytes,
       buildS,
       plainReadS: readS,
+      freshReadS,
       loadS: start?.s ?? null,
       loadCpu: r.loadCpu,
       rssAfterLoadMiB: start?.rssMiB ?? null,
@@ -139,7 +150,10 @@ export async function xlBench(args: readonly string[]): Promise<void> {
       loadavg: { start: load0, end: loadavg() },
       lines: r.lines,
     };
-    console.log(`${values.model}: ${(fileBytes / GB).toFixed(2)} GB .pt; load ${record.loadS?.toFixed(1)} s (plain read of the file ${readS.toFixed(1)} s; CPU user ${r.loadCpu?.userS.toFixed(1)} s, system ${r.loadCpu?.systemS.toFixed(1)} s) RSS after load ${record.rssAfterLoadMiB?.toFixed(0)} MiB`);
+    console.log(
+      `${values.model}: ${(fileBytes / GB).toFixed(2)} GB .pt; load ${record.loadS?.toFixed(1)} s from mdt sample's start to its first step (CPU user so far ${r.loadCpu?.userS.toFixed(1)} s, system ${r.loadCpu?.systemS.toFixed(1)} s); ` +
+      `a plain read of the file takes ${readS.toFixed(1)} s into a reused buffer, ${freshReadS.toFixed(1)} s into fresh memory; RSS after load ${record.rssAfterLoadMiB?.toFixed(0)} MiB`,
+    );
     console.log(`${images} images × ${values.steps} steps with CFG (${2 * images} rows): ${stepS.map((s) => `${s.toFixed(1)} s`).join(', ')} per step (the first traces and compiles); peak RSS ${r.maxRssMiB.toFixed(0)} MiB, wasm heap peak ${r.heapPeakMiB?.toFixed(0)} MiB; ${record.split ?? 'no split'}; exit ${r.code}`);
     console.log(`load average ${load0.map((l) => l.toFixed(2)).join(' ')} at start (other processes skew the times)`);
     if (r.code !== 0) console.log(r.lines.slice(-5).map((l) => l.text).join('\n'));

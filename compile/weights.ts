@@ -4,7 +4,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ParamDecls } from '../dsl/param.ts';
-import type { StTensor } from '../formats/safetensors.ts';
+import type { StDtype, StTensor } from '../formats/safetensors.ts';
+import { allocateInHeap } from '../runtime/heap.ts';
 import { numel } from '../dsl/shape.ts';
 
 export interface LoadOptions {
@@ -40,14 +41,16 @@ function toTensorData(t: StTensor, key: string, dtype: 'float32' | 'int32'): Flo
 /** A tensor of a state dict file, read when asked (one at a time keeps memory near the largest). */
 export interface TensorSource {
   readonly shape: readonly number[];
+  /** How the file stores it. */
+  readonly dtype: StDtype;
   /** With `scratch`, the data may be a view on it, valid until the next read into it. */
-  read(scratch?: ArrayBuffer): Promise<StTensor>;
+  read(scratch?: Uint8Array): Promise<StTensor>;
 }
 
 export interface StreamOptions extends LoadOptions {
   /** Which declared parameters to load (default: all); the others are not read even when present. */
   readonly include?: (key: string) => boolean;
-  /** Sees each tensor as read, before it becomes a tf.Tensor (a finiteness check); may throw. */
+  /** Sees each tensor's values as loaded (a finiteness check); may throw. */
   readonly onRead?: (key: string, t: StTensor) => void;
 }
 
@@ -73,8 +76,8 @@ function checkFit(decls: ParamDecls, shapes: ReadonlyMap<string, readonly number
   }
 }
 
-/** The tensor for one checked entry. */
-function paramTensor(key: string, spec: ParamDecls[string], t: StTensor): tf.Tensor {
+/** The values of one checked entry, as the parameter's dtype. */
+function paramData(key: string, spec: ParamDecls[string], t: StTensor): Float32Array | Int32Array {
   const data = toTensorData(t, key, spec.dtype);
   if (spec.init.kind === 'values' && spec.dtype === 'int32') {
     // Index buffers are derived from the grid; a file that disagrees was made for another layout.
@@ -82,8 +85,16 @@ function paramTensor(key: string, spec: ParamDecls[string], t: StTensor): tf.Ten
     const bad = expected.findIndex((v, i) => v !== data[i]);
     if (bad >= 0) throw new StateDictError(`${key}: buffer differs from this model's at element ${bad} (${data[bad]} vs ${expected[bad]})`);
   }
-  return tf.tensor(data, spec.shape as number[], spec.dtype);
+  return data;
 }
+
+/** The tensor for one checked entry. */
+function paramTensor(key: string, spec: ParamDecls[string], t: StTensor): tf.Tensor {
+  return tf.tensor(paramData(key, spec, t), spec.shape as number[], spec.dtype);
+}
+
+/** The stored dtype a parameter's values can be read from into its own buffer unconverted. */
+const SAME_BYTES = { float32: 'F32', int32: 'I32' } as const satisfies Record<ParamDecls[string]['dtype'], StDtype>;
 
 /** The declared keys to load, in declaration order. */
 function loadKeys(decls: ParamDecls, has: (key: string) => boolean, opts: StreamOptions): string[] {
@@ -108,20 +119,53 @@ export function paramsFromStateDict(decls: ParamDecls, sd: ReadonlyMap<string, S
 }
 
 /**
- * As paramsFromStateDict, reading one tensor at a time straight into its tf.Tensor: the peak is
- * the loaded weights plus the largest tensor, not twice the file.
+ * As paramsFromStateDict, reading one tensor at a time: the peak is the loaded weights plus the
+ * largest tensor, not twice the file. On the wasm backend every tensor is first made, empty, in
+ * the heap, and the file's bytes are read straight into it (one copy, kernel to heap, and no
+ * per-tensor array to allocate, fault in and collect); the next tensor's read runs while this
+ * one is checked (CRC, finiteness), so the checks overlap the disk.
  */
 export async function streamParams(decls: ParamDecls, sources: ReadonlyMap<string, TensorSource>, opts: StreamOptions = {}): Promise<Map<string, tf.Tensor>> {
   checkFit(decls, new Map([...sources].map(([k, s]) => [k, s.shape])), opts);
   const keys = loadKeys(decls, (k) => sources.has(k), opts);
-  // The wasm backend copies a tensor's values into its heap as the tensor is made, so one buffer
-  // (8 bytes an element: the widest stored dtype) can take every tensor in turn; no per-tensor
-  // array is allocated, faulted in and collected. Other backends may keep the array they are given.
-  const scratch = tf.getBackend() === 'wasm' ? new ArrayBuffer(8 * Math.max(0, ...keys.map((k) => numel(sources.get(k)!.shape)))) : undefined;
+  const heap = allocateInHeap(keys.map((k) => decls[k]!));
+  if (heap === null) return readEach(decls, sources, keys, opts);
+  const out = new Map(keys.map((k, i) => [k, heap.tensors[i]!]));
+  const read = (i: number): Promise<StTensor> => {
+    const source = sources.get(keys[i]!)!;
+    const p = source.read(source.dtype === SAME_BYTES[decls[keys[i]!]!.dtype] ? heap.bytes[i] : undefined);
+    p.catch(() => undefined); // awaited below, or settled before the heap is freed
+    return p;
+  };
+  const pending = keys.slice(0, 2).map((_, i) => read(i));
+  try {
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const spec = decls[key]!;
+      const t = await pending[i]!;
+      if (i + 2 < keys.length) pending.push(read(i + 2));
+      const bytes = heap.bytes[i]!;
+      const n = bytes.byteLength / 4;
+      const view = spec.dtype === 'float32' ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Int32Array(bytes.buffer, bytes.byteOffset, n);
+      // Read elsewhere (another dtype, a strided view): converted into the heap here.
+      if (t.data.buffer !== bytes.buffer || t.data.byteOffset !== bytes.byteOffset) view.set(paramData(key, spec, t));
+      else paramData(key, spec, { ...t, data: view });
+      opts.onRead?.(key, { dtype: SAME_BYTES[spec.dtype], shape: t.shape, data: view });
+    }
+  } catch (e) {
+    await Promise.allSettled(pending);
+    tf.dispose([...out.values()]);
+    throw e;
+  }
+  return out;
+}
+
+/** streamParams off the wasm heap: each tensor read into its own array, which the backend takes. */
+async function readEach(decls: ParamDecls, sources: ReadonlyMap<string, TensorSource>, keys: readonly string[], opts: StreamOptions): Promise<Map<string, tf.Tensor>> {
   const out = new Map<string, tf.Tensor>();
   try {
     for (const key of keys) {
-      const t = await sources.get(key)!.read(scratch);
+      const t = await sources.get(key)!.read();
       opts.onRead?.(key, t);
       out.set(key, paramTensor(key, decls[key]!, t));
     }

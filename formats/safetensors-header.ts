@@ -22,7 +22,7 @@ export interface StFile {
   readonly entries: ReadonlyMap<string, StHeaderEntry>;
   readonly metadata: Readonly<Record<string, string>>;
   /** With `scratch`, the data is a view on it (valid until the next read into it) when it fits. */
-  read(name: string, scratch?: ArrayBuffer): Promise<StTensor>;
+  read(name: string, scratch?: Uint8Array): Promise<StTensor>;
   close(): Promise<void>;
 }
 /** The dtypes this module writes; half precision must be widened by the caller first. */
@@ -100,17 +100,21 @@ export function widenHalf(bits: Uint16Array, dtype: 'F16' | 'BF16'): Float32Arra
 
 /**
  * The array a tensor of `dtype` is stored in on disk (half types as raw 16-bit words): a view on
- * `scratch` when given and large enough (the caller reuses it, so nothing is allocated per
- * tensor), else a new one.
+ * the start of `scratch` when given, large enough and aligned for the type (a reused buffer, or
+ * the tensor's final place in the wasm heap: nothing is allocated or copied per tensor), else a
+ * new one.
  */
-export function allocStored(dtype: StDtype, numel: number, scratch?: ArrayBuffer): StData | Uint16Array {
-  const on = scratch !== undefined && numel * ITEM_SIZE[dtype] <= scratch.byteLength ? scratch : undefined;
+export function allocStored(dtype: StDtype, numel: number, scratch?: Uint8Array): StData | Uint16Array {
+  const size = ITEM_SIZE[dtype];
+  const on = scratch !== undefined && numel * size <= scratch.byteLength && scratch.byteOffset % size === 0 ? scratch : undefined;
+  const at = <T>(View: new (b: ArrayBufferLike, offset: number, length: number) => T, New: new (n: number) => T): T =>
+    (on ? new View(on.buffer, on.byteOffset, numel) : new New(numel));
   return match(dtype)
-    .with('F32', () => (on ? new Float32Array(on, 0, numel) : new Float32Array(numel)))
-    .with('F64', () => (on ? new Float64Array(on, 0, numel) : new Float64Array(numel)))
-    .with('I64', () => (on ? new BigInt64Array(on, 0, numel) : new BigInt64Array(numel)))
-    .with('I32', () => (on ? new Int32Array(on, 0, numel) : new Int32Array(numel)))
-    .with('F16', 'BF16', () => (on ? new Uint16Array(on, 0, numel) : new Uint16Array(numel)))
+    .with('F32', () => at(Float32Array, Float32Array))
+    .with('F64', () => at(Float64Array, Float64Array))
+    .with('I64', () => at(BigInt64Array, BigInt64Array))
+    .with('I32', () => at(Int32Array, Int32Array))
+    .with('F16', 'BF16', () => at(Uint16Array, Uint16Array))
     .exhaustive();
 }
 

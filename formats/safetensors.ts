@@ -56,7 +56,7 @@ function makeStFile(
   return {
     entries,
     metadata,
-    async read(name: string, scratch?: ArrayBuffer): Promise<StTensor> {
+    async read(name: string, scratch?: Uint8Array): Promise<StTensor> {
       if (closed) throw new Error(`safetensors ${path}: read('${name}') after close()`);
       const e = entries.get(name);
       if (!e) throw new Error(`safetensors ${path}: no tensor named '${name}' (the file has ${entries.size} tensors)`);

@@ -17,8 +17,8 @@ import type { PyValue } from './torch-pt/pickle.ts';
 export interface ReadTensorOptions {
   /** Materialise a broadcast view (see `PtTensorRef.broadcast`) instead of refusing it. */
   expandViews?: boolean;
-  /** Read into this buffer when it is large enough (the data is then a view on it, valid until the next read into it). */
-  scratch?: ArrayBuffer;
+  /** Read into these bytes when they are large enough (the data is then a view on them, valid until the next read into them). */
+  scratch?: Uint8Array;
 }
 export interface PtTensorRef {
   key: string;

@@ -106,3 +106,39 @@ export function heapStatus(): HeapStatus | null {
   if (guard === null || guard.module !== wasmModule()) return null;
   return { limit: configuredLimit(), used: guard.used, peak: guard.peak };
 }
+
+interface HeapBackend {
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+export interface HeapTensors {
+  readonly tensors: readonly tf.Tensor[];
+  /**
+   * Each tensor's bytes in the heap, to write its values into in place. Taken after the last
+   * allocation, and valid until the next one (a heap that grows replaces its buffer).
+   */
+  readonly bytes: readonly Uint8Array[];
+}
+
+/**
+ * Makes tensors of these shapes in the wasm heap without values, for a caller to read them in
+ * place (a file's bytes straight into their final buffers: no copy, no second allocation).
+ * null off the wasm backend; a heap that cannot hold them all throws with nothing left allocated.
+ */
+export function allocateInHeap(specs: readonly { readonly shape: readonly number[]; readonly dtype: 'float32' | 'int32' }[]): HeapTensors | null {
+  if (wasmModule() === null) return null;
+  const backend = tf.backend() as unknown as HeapBackend;
+  const tensors: tf.Tensor[] = [];
+  try {
+    for (const s of specs) tensors.push(tf.engine().makeTensorFromTensorInfo(backend.makeOutput([...s.shape], s.dtype)));
+  } catch (e) {
+    tf.dispose(tensors);
+    throw e;
+  }
+  const bytes = tensors.map((t) => {
+    const view = backend.typedArrayFromHeap({ dataId: t.dataId, shape: t.shape, dtype: t.dtype });
+    return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+  });
+  return { tensors, bytes };
+}

@@ -12,7 +12,8 @@ import * as tf from '@tensorflow/tfjs';
 import fc from 'fast-check';
 import { initBackend } from '../runtime/backend.ts';
 import { registerMissingKernels } from '../runtime/kernels.ts';
-import { disableNativeKernels, enableNativeKernels, nativeKernelsStatus, nativeMatMul } from '../runtime/native.ts';
+import { disableNativeKernels, enableNativeKernels, nativeCountNonFinite, nativeKernelsStatus, nativeMatMul } from '../runtime/native.ts';
+import { NonFiniteTally } from '../compile/checkpoint.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
 import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
 
@@ -253,6 +254,29 @@ test('the list forms of AdamW and EMA update each parameter as the flat forms do
   const ema = emaUpdateList(ps, gs, 0.9)!;
   assertClose(flat(ema).dataSync() as Float32Array, emaUpdate(flat(ps), flat(gs), 0.9).dataSync() as Float32Array, 'ema');
   tf.dispose([...ps, ...gs, m, v, ...listed, ...whole, ...ema]);
+});
+
+test('NaN and ±Inf are counted natively as value by value, and a checkpoint\'s report is the same with MDT_NATIVE=0', { skip }, () => {
+  const report = (d: Float32Array) => {
+    const tally = new NonFiniteTally();
+    tally.add('w', { dtype: 'F32', shape: [d.length], data: d });
+    return tally.report();
+  };
+  fc.assert(fc.property(fc.array(fc.oneof(fc.float(), fc.constantFrom(NaN, Infinity, -Infinity, -0, 3.4028234663852886e38, 1e-45)), { maxLength: 300 }), (xs) => {
+    const d = Float32Array.from(xs);
+    assert.equal(nativeCountNonFinite(d), xs.filter((v) => !Number.isFinite(v)).length);
+    const native = report(d);
+    const saved = process.env.MDT_NATIVE;
+    process.env.MDT_NATIVE = '0';
+    try {
+      assert.equal(nativeCountNonFinite(d), null);
+      assert.equal(report(d), native);
+    } finally {
+      if (saved === undefined) delete process.env.MDT_NATIVE;
+      else process.env.MDT_NATIVE = saved;
+    }
+  }));
+  assert.equal(report(Float32Array.of(1, NaN, -Infinity, 2, NaN)), 'non-finite values in 1 of 1 tensors: w (2 NaN, 1 ±Inf of 5)');
 });
 
 test('MDT_NATIVE=0 keeps the wasm kernel, other values are refused', { skip }, () => {

@@ -3,14 +3,14 @@
 // layouts of training scripts (train.py's {model, ema, opt, args}, a DDP `module.` prefix).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { loadWeights } from '../compile/checkpoint.ts';
 import { compileSampler } from '../compile/sample.ts';
 import { keyFromSeed } from '../dsl/random.ts';
-import { readSafetensors } from '../formats/safetensors.ts';
+import { bytesOf, readSafetensors } from '../formats/safetensors.ts';
 import { openTorchCheckpoint } from '../formats/torch-pt.ts';
 import { configFromKeys } from '../mdt/config-from-keys.ts';
 import { buildModel } from '../mdt/model.ts';
@@ -21,7 +21,7 @@ import { storagesOf, trainPyCheckpoint, writeRandomStateDict } from './cli-fixtu
 import { decodeInParts, openVae } from '../cli/vae-file.ts';
 import { autoencoderKL } from '../mdt/vae/autoencoder-kl.ts';
 import { vaeConfig } from '../mdt/vae/config.ts';
-import { op, pickle, stateDictOps, writeTorchArchive } from './torch-pt-builder.ts';
+import { checkpointPickle, op, pickle, stateDictOps, writeTorchArchive } from './torch-pt-builder.ts';
 
 const FIXTURES = join(import.meta.dirname, '..', '..', 'shared', 'fixtures');
 const V2 = join(FIXTURES, 'mdt-v2-tiny');
@@ -49,6 +49,48 @@ test('the heap guard turns an allocation past the limit into an error and the ba
   assert.deepEqual([...(await after.data())], [2, 2, 2]);
   tf.dispose(after);
   assert.equal(tf.memory().numTensors, before);
+});
+
+test('on wasm, weights are read straight into their heap tensors: the file\'s values (int64 and strided ones converted), and a failed load frees all it made', async () => {
+  await useBackend('wasm');
+  const dir = mkdtempSync(join(tmpdir(), 'mdt-load-'));
+  try {
+    const model = await tinyV2();
+    const sd = await readSafetensors(join(V2, 'weights.safetensors'));
+    const inference = (k: string) => !model.params[k]!.trainOnly;
+    // One weight stored transposed (a strided view, as `.t()` saves it) besides the contiguous ones.
+    const { specs, data } = storagesOf(sd, '', 0);
+    const w = sd.get('t_embedder.mlp.0.weight')!;
+    const [rows, cols] = w.shape as [number, number];
+    const spec = specs.find((s) => s.key === 't_embedder.mlp.0.weight')!;
+    spec.stride = [1, rows];
+    data.set(spec.storageKey, bytesOf(Float32Array.from({ length: rows * cols }, (_, i) => (w.data as Float32Array)[(i % rows) * cols + Math.floor(i / rows)]!)));
+    const strided = join(dir, 'strided.pt');
+    await writeTorchArchive(strided, checkpointPickle(specs), data);
+    const before = { tensors: tf.memory().numTensors, heap: heapStatus()!.used };
+    const values = await loadWeights(strided, model, 'ema', { inference: true });
+    for (const [k, t] of sd) {
+      if (!inference(k)) continue;
+      const got = await values.get(k)!.data();
+      assert.deepEqual([...got], [...t.data].map(Number), k);
+    }
+    tf.dispose([...values.values()]);
+    assert.deepEqual({ tensors: tf.memory().numTensors, heap: heapStatus()!.used }, before);
+
+    // A NaN in the last tensor, or a corrupt storage: an error, and nothing left in the heap.
+    const last = [...sd.keys()].filter(inference).at(-1)!;
+    const nan = storagesOf(new Map([...sd].map(([k, t]) => [k, k === last ? { ...t, data: (t.data as Float32Array).map((v, i) => (i === 1 ? NaN : v)) } : t])), '', 0);
+    const nanPath = join(dir, 'nan.pt');
+    await writeTorchArchive(nanPath, checkpointPickle(nan.specs), nan.data);
+    await assert.rejects(loadWeights(nanPath, model, 'ema', { inference: true }), new RegExp(`non-finite values in 1 of \\d+ tensors: ${last.replace(/\./g, '\\.')} \\(1 NaN of`));
+    const corrupt = Buffer.from(readFileSync(nanPath));
+    corrupt[corrupt.indexOf(bytesOf(sd.get('x_embedder.proj.weight')!.data).subarray(0, 64)) + 5] ^= 0xff;
+    writeFileSync(nanPath, corrupt);
+    await assert.rejects(loadWeights(nanPath, model, 'ema', { inference: true }), /storage '\d+' \(tensor 'x_embedder\.proj\.weight'\) fails its CRC check/);
+    assert.deepEqual({ tensors: tf.memory().numTensors, heap: heapStatus()!.used }, before);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a batch that does not fit the heap is sampled in parts, with the same images; one line says so', async () => {

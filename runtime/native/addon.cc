@@ -699,6 +699,19 @@ napi_value Ema(napi_env env, napi_callback_info info) {
   });
 }
 
+// countNonFinite(x) → how many values of x are NaN or ±Inf; one thread, no lock (a check of
+// weights as they load, while another thread reads the next ones).
+napi_value CountNonFinite(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  Floats x;
+  if (argc < 1 || !GetFloats(env, argv[0], &x)) return Throw(env, "native countNonFinite: expected a Float32Array");
+  napi_value out;
+  NAPI_OK(napi_create_int64(env, mdt_count_non_finite(x.data, static_cast<long>(x.length)), &out));
+  return out;
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -764,6 +777,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adan", nullptr, Adan, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"ema", nullptr, Ema, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"countNonFinite", nullptr, CountNonFinite, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -3,6 +3,8 @@
 #include "pointwise.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace {
 
@@ -170,6 +172,16 @@ void mdt_adan(const float* p, const float* g, const float* m, const float* n, co
 
 void mdt_ema(const float* e, const float* p, float decay, float* out, long begin, long end) {
   for (long i = begin; i < end; ++i) out[i] = e[i] * decay + p[i] * (1.0f - decay);
+}
+
+long mdt_count_non_finite(const float* x, long n) {
+  long bad = 0;
+  for (long i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    bad += (bits & 0x7f800000u) == 0x7f800000u;
+  }
+  return bad;
 }
 
 }  // extern "C"

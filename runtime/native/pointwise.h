@@ -47,6 +47,8 @@ void mdt_adan(const float* p, const float* g, const float* m, const float* n, co
               float* p1, float* m1, float* n1, float* d1, float* neg1, long begin, long end);
 // e' = decay·e + (1 − decay)·p.
 void mdt_ema(const float* e, const float* p, float decay, float* out, long begin, long end);
+// How many of x[0, n) are NaN or ±Inf (exponent bits all set; integer tests, so -ffast-math keeps them).
+long mdt_count_non_finite(const float* x, long n);
 
 #ifdef __cplusplus
 }
