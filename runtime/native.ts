@@ -62,6 +62,7 @@ interface Addon {
   adan(...args: [...Float32Array[], Float64Array]): void;
   ema(e: Float32Array, p: Float32Array, out: Float32Array, h: Float64Array): void;
   countNonFinite(x: Float32Array): number;
+  stridedCopy(x: Float32Array | Int32Array, out: Float32Array | Int32Array, shape: Int32Array, stride: Int32Array, base: number): void;
 }
 
 interface WasmBackendLike {
@@ -374,8 +375,73 @@ function fusedMatMulKernel(addon: Addon, previous: tf.KernelFunc): tf.KernelFunc
   };
 }
 
-let wasmFusedMatMul: tf.KernelConfig | null = null;
-let wasmBatchMatMul: tf.KernelConfig | null = null;
+/** A view of an input as the native strided copy reads it: C-order `shape` over x[base + Σ i·stride]. */
+export interface StridedView {
+  readonly shape: readonly number[];
+  readonly stride: readonly number[];
+  readonly base: number;
+}
+
+const cOrderStrides = (shape: readonly number[]) => shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
+
+/** Transpose's output as a view of its input: the input's strides, permuted. */
+export function transposeView(shape: readonly number[], attrs: tf.NamedAttrMap): StridedView {
+  const perm = attrs['perm'] as number[];
+  const stride = cOrderStrides(shape);
+  return { shape: perm.map((p) => shape[p]!), stride: perm.map((p) => stride[p]!), base: 0 };
+}
+
+/** Slice's output as a view of its input (begin and size as tf.slice takes them). */
+export function sliceView(shape: readonly number[], attrs: tf.NamedAttrMap): StridedView {
+  const [begin, size] = tf.slice_util.parseSliceParams({ shape: [...shape] } as tf.TensorInfo as tf.Tensor, attrs['begin'] as number[], attrs['size'] as number[]);
+  const stride = cOrderStrides(shape);
+  return { shape: size, stride, base: begin.reduce((a, b, d) => a + b * stride[d]!, 0) };
+}
+
+/**
+ * The same view with size-1 dimensions dropped and neighbours merged where the outer one steps
+ * exactly over the inner one (a transpose that keeps the last axes, or a slice of whole rows,
+ * becomes a few long contiguous runs).
+ */
+export function mergeView(v: StridedView): StridedView {
+  const shape: number[] = [];
+  const stride: number[] = [];
+  v.shape.forEach((n, d) => {
+    if (n === 1) return;
+    const last = shape.length - 1;
+    if (last >= 0 && stride[last] === v.stride[d]! * n) {
+      shape[last] = shape[last]! * n;
+      stride[last] = v.stride[d]!;
+    } else {
+      shape.push(n);
+      stride.push(v.stride[d]!);
+    }
+  });
+  return shape.length === 0 ? { shape: [1], stride: [1], base: v.base } : { shape, stride, base: v.base };
+}
+
+/**
+ * A data-movement kernel (Transpose, Slice) as one native strided copy on the heap, for 4-byte
+ * dtypes; the wasm kernel keeps the rest (bool, and views deeper than the addon takes).
+ */
+function copyKernel(addon: Addon, builtin: tf.KernelFunc, view: (shape: readonly number[], attrs: tf.NamedAttrMap) => StridedView): tf.KernelFunc {
+  return (args) => {
+    const x = (args.inputs as { x: tf.TensorInfo }).x;
+    if (x.dtype !== 'float32' && x.dtype !== 'int32') return builtin(args);
+    const v = view(x.shape, args.attrs ?? {});
+    if (v.shape.includes(0)) return builtin(args);
+    const m = mergeView(v);
+    if (m.shape.length > 8) return builtin(args);
+    const w = args.backend as unknown as WasmBackendLike;
+    const out = w.makeOutput([...v.shape], x.dtype);
+    const heap = (t: tf.TensorInfo) => w.typedArrayFromHeap(t) as Float32Array | Int32Array;
+    addon.stridedCopy(heap(x), heap(out), Int32Array.from(m.shape), Int32Array.from(m.stride), m.base);
+    return out;
+  };
+}
+
+/** The wasm backend's own kernels that native ones replace, kept to put back. */
+const replaced = new Map<string, tf.KernelConfig>();
 let calls = 0;
 let status: Omit<NativeStatus, 'calls'> = { enabled: false, reason: 'enableNativeKernels() was not called', threads: 0, isa: 'none' };
 
@@ -401,21 +467,24 @@ export function enableNativeKernels(opts: NativeOptions = {}): NativeStatus {
   const l = load();
   if (!l.ok) return off(l.reason);
   l.addon.setThreads(threads);
-  if (wasmBatchMatMul === null) {
-    const builtin = tf.getKernel('BatchMatMul', 'wasm');
-    if (builtin === undefined) return off('the wasm backend registers no BatchMatMul kernel to replace', l.isa);
-    wasmBatchMatMul = builtin;
-    tf.unregisterKernel('BatchMatMul', 'wasm');
-    tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: batchMatMulKernel(l.addon) });
-    for (const k of fusedKernels(l.addon)) tf.registerKernel(k);
-    const fused = tf.getKernel('_FusedMatMul', 'wasm');
-    if (fused !== undefined) {
-      wasmFusedMatMul = fused;
-      tf.unregisterKernel('_FusedMatMul', 'wasm');
-      tf.registerKernel({ kernelName: '_FusedMatMul', backendName: 'wasm', kernelFunc: fusedMatMulKernel(l.addon, fused.kernelFunc) });
+  if (replaced.size === 0) {
+    if (tf.getKernel('BatchMatMul', 'wasm') === undefined) return off('the wasm backend registers no BatchMatMul kernel to replace', l.isa);
+    const replacements: Record<string, (builtin: tf.KernelFunc) => tf.KernelFunc> = {
+      BatchMatMul: () => batchMatMulKernel(l.addon),
+      _FusedMatMul: (builtin) => fusedMatMulKernel(l.addon, builtin),
+      Transpose: (builtin) => copyKernel(l.addon, builtin, transposeView),
+      Slice: (builtin) => copyKernel(l.addon, builtin, sliceView),
+    };
+    for (const [name, make] of Object.entries(replacements)) {
+      const builtin = tf.getKernel(name, 'wasm');
+      if (builtin === undefined) continue;
+      replaced.set(name, builtin);
+      tf.unregisterKernel(name, 'wasm');
+      tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: make(builtin.kernelFunc) });
     }
+    for (const k of fusedKernels(l.addon)) tf.registerKernel(k);
   }
-  status = { enabled: true, reason: `products (with their bias), fused GELU/LayerNorm/softmax/optimizer updates and row gathers run natively (${l.isa} kernel)`, threads, isa: l.isa };
+  status = { enabled: true, reason: `products (with their bias), transposes and slices, fused GELU/LayerNorm/softmax/optimizer updates and row gathers run natively (${l.isa} kernel)`, threads, isa: l.isa };
   return nativeKernelsStatus();
 }
 
@@ -439,16 +508,13 @@ export function wasmThreadDefault(): { defaultThreads?: number } {
 
 /** Puts the wasm backend's own BatchMatMul back. */
 export function disableNativeKernels(): void {
-  if (wasmBatchMatMul === null) return;
-  tf.unregisterKernel('BatchMatMul', 'wasm');
-  tf.registerKernel(wasmBatchMatMul);
-  for (const name of Object.values(FUSED)) tf.unregisterKernel(name, 'wasm');
-  if (wasmFusedMatMul !== null) {
-    tf.unregisterKernel('_FusedMatMul', 'wasm');
-    tf.registerKernel(wasmFusedMatMul);
-    wasmFusedMatMul = null;
+  if (replaced.size === 0) return;
+  for (const [name, builtin] of replaced) {
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel(builtin);
   }
-  wasmBatchMatMul = null;
+  replaced.clear();
+  for (const name of Object.values(FUSED)) tf.unregisterKernel(name, 'wasm');
   off('disabled by disableNativeKernels()');
 }
 

@@ -256,6 +256,44 @@ test('the list forms of AdamW and EMA update each parameter as the flat forms do
   tf.dispose([...ps, ...gs, m, v, ...listed, ...whole, ...ema]);
 });
 
+test('Transpose and Slice run as native strided copies and equal the wasm kernels, float32 and int32', { skip }, () => {
+  const shapeArb = fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 6 });
+  const perm = (rank: number) => fc.shuffledSubarray(Array.from({ length: rank }, (_, i) => i), { minLength: rank, maxLength: rank });
+  const cases = shapeArb.chain((shape) => fc.record({
+    shape: fc.constant(shape),
+    perm: perm(shape.length),
+    begin: fc.tuple(...shape.map((n) => fc.integer({ min: 0, max: n - 1 }))),
+    frac: fc.tuple(...shape.map(() => fc.double({ min: 0, max: 1, noNaN: true }))),
+    dtype: fc.constantFrom('float32' as const, 'int32' as const),
+  }));
+  const run = (c: { shape: number[]; perm: number[]; begin: number[]; frac: number[]; dtype: 'float32' | 'int32' }) => tf.tidy(() => {
+    const n = c.shape.reduce((a, b) => a * b, 1);
+    const x = tf.tensor(Array.from({ length: n }, (_, i) => i * 3 - 7), c.shape, c.dtype);
+    const size = c.shape.map((d, i) => 1 + Math.floor(c.frac[i]! * (d - c.begin[i]! - 1)));
+    return [tf.transpose(x, c.perm), tf.slice(x, c.begin, size), tf.slice(x, c.begin)].map((t) => ({ shape: t.shape, values: [...t.dataSync()] }));
+  });
+  const kernels = () => ['Transpose', 'Slice'].map((k) => tf.getKernel(k, 'wasm')!.kernelFunc);
+  const nativeKernels = kernels();
+  fc.assert(fc.property(cases, (c) => {
+    const native = run(c);
+    disableNativeKernels();
+    try {
+      assert.deepEqual(native, run(c));
+    } finally {
+      enableNativeKernels({ threads: 2 });
+    }
+  }), { numRuns: 200 });
+  // Large enough for the pool: the attention layout change [B, L, H, Dh] → [B, H, L, Dh].
+  const big = { shape: [64, 64, 4, 24], perm: [0, 2, 1, 3], begin: [1, 0, 0, 2], frac: [1, 1, 1, 0.5], dtype: 'float32' as const };
+  const native = run(big);
+  disableNativeKernels();
+  const wasm = run(big);
+  const wasmKernels = kernels();
+  enableNativeKernels({ threads: 2 });
+  assert.deepEqual(native, wasm);
+  assert.ok(nativeKernels.every((k, i) => k !== wasmKernels[i]), 'the native kernels were the ones registered');
+});
+
 test('NaN and ±Inf are counted natively as value by value, and a checkpoint\'s report is the same with MDT_NATIVE=0', { skip }, () => {
   const report = (d: Float32Array) => {
     const tally = new NonFiniteTally();

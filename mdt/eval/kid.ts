@@ -22,13 +22,17 @@ export interface Kid {
 /** Σ of k over all pairs, and over the diagonal when `a` and `b` are the same set. */
 function kernelSums(a: Features, b: Features, same: boolean): { all: number; diagonal: number } {
   let all = 0, diagonal = 0;
+  // u·u·u, not u ** 3: V8 calls pow for the operator, which made KID's 3·10⁸ kernel values
+  // (100 subsets of 1000) take ~25 s.
+  const k = (dot: number) => {
+    const u = dot / a.dim + 1;
+    return u * u * u;
+  };
   forEachProductBlock(a, b, (start, rows, block) => {
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < b.count; c++) {
-        const k = (block[r * b.count + c]! / a.dim + 1) ** 3;
-        all += k;
-        if (same && start + r === c) diagonal += k;
-      }
+      const row = r * b.count;
+      for (let c = 0; c < b.count; c++) all += k(block[row + c]!);
+      if (same) diagonal += k(block[row + start + r]!);
     }
   });
   return { all, diagonal };

@@ -712,6 +712,72 @@ napi_value CountNonFinite(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// The 4-byte elements of a Float32Array or Int32Array (a copy does not look at them).
+bool GetWords(napi_env env, napi_value v, uint32_t** data, size_t* length) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  void* p = nullptr;
+  if (napi_get_typedarray_info(env, v, &type, length, &p, nullptr, nullptr) != napi_ok) return false;
+  if (type != napi_float32_array && type != napi_int32_array && type != napi_uint32_array) return false;
+  *data = static_cast<uint32_t*>(p);
+  return true;
+}
+
+// stridedCopy(x, out, shape, stride, base): out, in C order over `shape`, takes
+// x[base + Σ i_d·stride_d] (4-byte elements): Transpose (permuted strides) and Slice (an offset
+// and the input's strides) as one kernel. The caller merges dimensions that are contiguous in
+// both, so the innermost one is usually a run of whole rows, copied by memcpy.
+napi_value StridedCopy(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  uint32_t* x = nullptr;
+  uint32_t* out = nullptr;
+  size_t xLength = 0, outLength = 0, rank = 0, strideRank = 0;
+  const int32_t* shape = nullptr;
+  const int32_t* stride = nullptr;
+  int64_t base = 0;
+  if (argc < 5 || !GetWords(env, argv[0], &x, &xLength) || !GetWords(env, argv[1], &out, &outLength) || !GetInts(env, argv[2], &shape, &rank) ||
+      !GetInts(env, argv[3], &stride, &strideRank) || napi_get_value_int64(env, argv[4], &base) != napi_ok || rank == 0 || rank != strideRank || rank > 8)
+    return Throw(env, "native stridedCopy: expected (x, out: Float32Array | Int32Array, shape, stride: Int32Array of one rank 1..8, base)");
+  // Bounds: the view must lie inside x (strides are non-negative) and fill out exactly.
+  long count = 1, last = base;
+  for (size_t d = 0; d < rank; ++d) {
+    if (shape[d] < 0 || stride[d] < 0) return Throw(env, "native stridedCopy: negative size or stride");
+    count *= shape[d];
+    last += static_cast<long>(shape[d] - 1) * stride[d];
+  }
+  if (static_cast<size_t>(count) != outLength || (count > 0 && (base < 0 || last >= static_cast<long>(xLength))))
+    return Throw(env, "native stridedCopy: the view of " + std::to_string(count) + " elements does not fit x (" + std::to_string(xLength) + ") and out (" +
+                          std::to_string(outLength) + ")");
+  if (count == 0) return nullptr;
+  const long inner = shape[rank - 1], innerStride = stride[rank - 1];
+  const long rows = count / inner;
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(rows, std::max(1L, kParallelFloats / inner), [&](long r0, long r1) {
+    // The input offset of row r0, then stepped like an odometer.
+    long idx[8] = {0}, at = base;
+    for (long r = r0, d = static_cast<long>(rank) - 2; d >= 0; --d) {
+      idx[d] = r % shape[d];
+      r /= shape[d];
+      at += idx[d] * stride[d];
+    }
+    for (long r = r0; r < r1; ++r) {
+      uint32_t* o = out + r * inner;
+      if (innerStride == 1) std::memcpy(o, x + at, inner * sizeof(uint32_t));
+      else for (long j = 0; j < inner; ++j) o[j] = x[at + j * innerStride];
+      for (long d = static_cast<long>(rank) - 2; d >= 0; --d) {
+        at += stride[d];
+        if (++idx[d] < shape[d]) break;
+        at -= stride[d] * shape[d];
+        idx[d] = 0;
+      }
+    }
+  });
+  return nullptr;
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -777,6 +843,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adan", nullptr, Adan, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"ema", nullptr, Ema, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"countNonFinite", nullptr, CountNonFinite, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
