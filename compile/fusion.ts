@@ -9,6 +9,12 @@
  *   gelu          ½x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))                     → gelu_tanh(x)
  *   ln_modulate   layer_norm(x)·(reshape(scale) + 1) + reshape(shift)         → ln_modulate(x, shift, scale)
  *   softmax_bias  softmax(logits (B,H,L,L) + bias (1|B, H, L, L))             → softmax_bias(logits, bias)
+ *
+ * and for inference graphs only (the fused op has no VJP), INFERENCE_PHASES add, first,
+ *
+ *   attention     merge(softmax(heads(q)·c·heads(k)ᵀ [+ bias])·heads(v)), with q, k, v the
+ *                 thirds of one qkv (B, L, 3D), heads(t) = transpose(reshape(t, [B, L, H, D/H]),
+ *                 [0, 2, 1, 3]) and merge its inverse                         → attention(qkv[, bias])
  */
 import { match, P } from 'ts-pattern';
 import { GraphBuilder, formatShape, type Attrs, type Graph, type Node } from './ir.ts';
@@ -132,7 +138,61 @@ const softmaxBiasRule: Rule = {
       .otherwise(() => null),
 };
 
+const HEADS_PERM = '0,2,1,3';
+const isHeadsPerm = (n: Node) => n.op === 'transpose' && (n.attrs['perm'] as number[]).join() === HEADS_PERM;
+
+/** qkv and the third `n` reads, where n = heads(slice(qkv)) and nothing else reads the steps; else null. */
+function headsOfThird(n: Node, c: RuleContext): { qkv: Node; third: number } | null {
+  if (!isHeadsPerm(n) || !private1(n, c)) return null;
+  const split = c.node(n.inputs[0]!);
+  if (split.op !== 'reshape' || split.shape.length !== 4 || !private1(split, c)) return null;
+  const slice = c.node(split.inputs[0]!);
+  if (slice.op !== 'slice' || !private1(slice, c)) return null;
+  const qkv = c.node(slice.inputs[0]!);
+  const [b, l, d] = slice.shape as [number, number, number];
+  const begin = slice.attrs['begin'] as number[];
+  const fits = qkv.shape.length === 3 && qkv.dtype === 'float32' && qkv.shape[0] === b && qkv.shape[1] === l && qkv.shape[2] === 3 * d &&
+    begin[0] === 0 && begin[1] === 0 && begin[2]! % d === 0 && split.shape[0] === b && split.shape[1] === l;
+  return fits ? { qkv, third: begin[2]! / d } : null;
+}
+
+const attentionRule: Rule = {
+  name: 'attention',
+  apply: (n, c) => {
+    if (n.op !== 'reshape' || n.shape.length !== 3) return null;
+    const merge = c.node(n.inputs[0]!);
+    if (!isHeadsPerm(merge) || !private1(merge, c)) return null;
+    const pv = c.node(merge.inputs[0]!);
+    if (pv.op !== 'matmul' || pv.attrs['transposeA'] === true || pv.attrs['transposeB'] === true || !private1(pv, c)) return null;
+    const [probs, vHeads] = pv.inputs.map((i) => c.node(i)) as [Node, Node];
+    if (probs.op !== 'softmax' || !private1(probs, c)) return null;
+    let logits = c.node(probs.inputs[0]!);
+    let bias: Node | null = null;
+    if (logits.op === 'add' && private1(logits, c)) {
+      const pair = operands(logits, c, (m) => m.op === 'matmul');
+      if (pair === null) return null;
+      [logits, bias] = pair;
+    }
+    if (logits.op !== 'matmul' || logits.attrs['transposeA'] === true || logits.attrs['transposeB'] !== true || !private1(logits, c)) return null;
+    const [qScaled, kHeads] = logits.inputs.map((i) => c.node(i)) as [Node, Node];
+    const qc = qScaled.op === 'mul' && private1(qScaled, c) ? operands(qScaled, c, (m) => m.op === 'const' && m.shape.length === 0 && m.attrs['fill'] !== undefined) : null;
+    if (qc === null) return null;
+    const [scale, qHeads] = qc;
+    const [q, k, v] = [qHeads, kHeads, vHeads].map((t) => headsOfThird(t, c));
+    if (q == null || k == null || v == null || q.qkv.id !== k.qkv.id || k.qkv.id !== v.qkv.id || q.third !== 0 || k.third !== 1 || v.third !== 2) return null;
+    const [b, heads, l] = probs.shape as [number, number, number];
+    if (formatShape(n.shape) !== formatShape([b, l, q.qkv.shape[2]! / 3])) return null;
+    if (bias !== null && !(bias.shape.length === 4 && (bias.shape[0] === 1 || bias.shape[0] === b) && formatShape(bias.shape.slice(1)) === formatShape([heads, l, l]) && bias.dtype === 'float32')) return null;
+    return { op: 'attention', inputs: bias === null ? [q.qkv.id] : [q.qkv.id, bias.id], attrs: { heads, scale: scale.attrs['fill'] as number } };
+  },
+};
+
 export const FUSION_RULES: readonly Rule[] = [linearRule, geluRule, lnModulateRule, softmaxBiasRule];
+/**
+ * The rule phases of an inference graph: attention first (so that the softmax it absorbs is not
+ * fused, and counted, on its own), then the training rules.
+ */
+export const INFERENCE_PHASES: readonly (readonly Rule[])[] = [[attentionRule], FUSION_RULES];
 
 export interface FusionReport {
   readonly graph: Graph;

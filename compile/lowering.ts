@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Node } from './ir.ts';
-import { gelu, geluGrad, layerNorm, layerNormGrad, lnModulate, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
+import { attention, gelu, geluGrad, layerNorm, layerNormGrad, lnModulate, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
 import { nativeKernelsStatus } from '../runtime/native.ts';
 
 export type Lowering = (ins: readonly tf.Tensor[], node: Node) => tf.Tensor;
@@ -117,6 +117,7 @@ export const LOWERINGS: Readonly<Record<string, Lowering>> = {
   gelu_tanh_grad: ([dy, x]) => geluGrad(dy!, x!),
   linear,
   ln_modulate: ([x, shift, scale], n) => lnModulate(x!, shift!, scale!, attr<number>(n, 'eps')).z,
+  attention: ([qkv, bias], n) => attention(qkv as tf.Tensor3D, (bias ?? null) as tf.Tensor4D | null, attr<number>(n, 'heads'), attr<number>(n, 'scale')),
   softmax_bias: ([x, bias], n) => {
     const [b, h, l, m] = n.shape as [number, number, number, number];
     return tf.reshape(softmaxBias(tf.reshape(x!, [b * h, l, m]) as tf.Tensor3D, bias as tf.Tensor4D), n.shape as number[]);

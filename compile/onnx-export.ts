@@ -13,6 +13,7 @@ import { withGuidance, type GuidanceOptions } from '../mdt/diffusion/cfg.ts';
 import { traceDenoiser } from './model-graph.ts';
 import { trace, type Program } from './trace.ts';
 import { optimize } from './pipeline.ts';
+import { FUSION_RULES } from './fusion.ts';
 import { ONNX_IR_VERSION, ONNX_OPSET, onnxGraph } from './onnx.ts';
 import type { OnnxModel } from '../formats/onnx.ts';
 
@@ -52,7 +53,8 @@ export function exportOnnx(model: DiffusionModel, values: ReadonlyMap<string, tf
       x: { shape: [rows, c.inChannels, c.inputSize, c.inputSize], dtype: 'float32' },
       t: { shape: [rows], dtype: 'int32' },
       y: { shape: [rows], dtype: 'int32' },
-    }));
+      // Attention stays in its parts: onnxruntime fuses them its own way, and they are standard ops.
+    }), [FUSION_RULES]);
   };
   const weight = (name: string) => {
     const t = values.get(name);

@@ -12,7 +12,8 @@
  *   products     matmul (batched, transpose flags) conv2d (NHWC, HWIO filter, explicit pads)
  *   image        max_pool avg_pool (NHWC; 'same' excludes the padding) resize_bilinear (half-pixel), inference only
  *   nn           softmax layer_norm gelu_tanh (last axis), and their *_grad companions
- *   fused        linear ln_modulate softmax_bias: introduced by rewrite rules (compile/fusion.ts)
+ *   fused        linear ln_modulate softmax_bias, and attention (inference only): introduced by
+ *                rewrite rules (compile/fusion.ts)
  *   leaves       input const
  *
  * Binary elementwise ops broadcast as numpy does (right-aligned, rank-extending).
@@ -436,6 +437,27 @@ export const PRIMS: Readonly<Record<string, Prim>> = {
     vjp: (b, n, dy) => {
       const dLogits = b.emit('softmax_grad', [n.id, dy]);
       return [dLogits, unbroadcast(b, dLogits, b.node(n.inputs[1]!).shape)];
+    },
+  },
+  /**
+   * softmax(scale·q·kᵀ + bias)·v, heads merged: qkv (B, L, 3·D) holds q, k, v as its thirds,
+   * each (B, L, heads, D/heads); bias (1|B, heads, L, L) optional; out (B, L, D). Inference
+   * graphs only, so it has no VJP.
+   */
+  attention: {
+    infer: (ins, attrs) => {
+      const [qkv, bias] = ins as [Node, Node | undefined];
+      const heads = attrs['heads'] as number;
+      const [b, l, d3] = qkv.shape as [number, number, number];
+      if (qkv.shape.length !== 3 || d3 % (3 * heads) !== 0) fail('attention', ins, `expects qkv (B, L, 3·D) with D divisible by ${heads} heads`);
+      if (bias !== undefined && (bias.shape.length !== 4 || (bias.shape[0] !== 1 && bias.shape[0] !== b) || formatShape(bias.shape.slice(1)) !== formatShape([heads, l, l]))) {
+        fail('attention', ins, `expects a bias (1 or ${b}, ${heads}, ${l}, ${l})`);
+      }
+      return { shape: [b, l, d3 / 3], dtype: 'float32' };
+    },
+    macs: (node) => {
+      const [b, l, d] = node.shape as [number, number, number];
+      return 2 * b * l * l * d;
     },
   },
 };

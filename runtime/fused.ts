@@ -1,6 +1,7 @@
 /**
  * Fused pointwise steps — GELU, adaLN's LayerNorm + modulate and attention's softmax (each
- * direction) in the transformer block, and the optimizer and EMA updates — as tfjs kernels
+ * direction) in the transformer block, the whole of attention for inference, and the optimizer
+ * and EMA updates — as tfjs kernels
  * where the backend has one (runtime/native.ts registers them on wasm when the native addon runs:
  * one pass over memory instead of 5–20 bandwidth-bound wasm kernels), and as the same math in
  * tfjs ops everywhere else. Both forms take and return the same tensors, so a piece's saved
@@ -16,6 +17,7 @@ export const FUSED = {
   lnModulateGrad: 'MdtLnModulateGrad',
   softmaxBias: 'MdtSoftmaxBias',
   softmaxGrad: 'MdtSoftmaxGrad',
+  attention: 'MdtAttention',
   adamwList: 'MdtAdamWList',
   adan: 'MdtAdan',
   emaList: 'MdtEmaList',
@@ -139,6 +141,22 @@ export function softmaxBias(x: tf.Tensor3D, bias: tf.Tensor4D | null): tf.Tensor
   const [g, l] = x.shape;
   const heads = bias.shape[1];
   return tf.softmax(tf.reshape(tf.add(tf.reshape(x, [g / heads, heads, l, l]), bias), [g, l, l]));
+}
+
+/**
+ * Self-attention from the qkv projection, for inference: qkv (B, L, 3·heads·hd) holds q, k, v
+ * as its thirds, bias (1 or B, heads, L, L) or null; returns softmax(scale·q·kᵀ + bias)·v with
+ * the heads merged, (B, L, heads·hd). The native kernel works per (sample, head) in cache from
+ * qkv as it lies, with no copy of q, k or v and no (B, heads, L, L) tensor.
+ */
+export function attention(qkv: tf.Tensor3D, bias: tf.Tensor4D | null, heads: number, scale: number): tf.Tensor3D {
+  if (hasKernel(FUSED.attention)) return run(FUSED.attention, bias === null ? { qkv } : { qkv, bias }, { heads, scale }) as tf.Tensor3D;
+  const [b, l, d3] = qkv.shape;
+  const d = d3 / 3;
+  const [q, k, v] = tf.split(qkv, 3, 2).map((t) => tf.transpose(tf.reshape(t, [b, l, heads, d / heads]), [0, 2, 1, 3]));
+  const logits = tf.matMul(tf.mul(q!, scale), k!, false, true);
+  const p = tf.softmax(bias === null ? logits : tf.add(logits, bias));
+  return tf.reshape(tf.transpose(tf.matMul(p, v!), [0, 2, 1, 3]), [b, l, d]);
 }
 
 /** The logits' gradient of p = softmax(logits) from dp: p·(dp − Σ_row p·dp). */

@@ -58,10 +58,12 @@ interface Addon {
   sumMiddle(x: Float32Array, outer: number, reduced: number, inner: number, out: Float32Array): void;
   softmaxBias(x: Float32Array, bias: Float32Array | null, p: Float32Array, l: number, heads: number, biasBatches: number): void;
   softmaxGrad(p: Float32Array, dp: Float32Array, dx: Float32Array, l: number): void;
+  attention(qkv: Float32Array, bias: Float32Array | null, out: Float32Array, batch: number, l: number, heads: number, hd: number, biasBatches: number, scale: number): void;
   adamw(...args: [...Float32Array[], Float64Array]): void;
   adan(...args: [...Float32Array[], Float64Array]): void;
   ema(e: Float32Array, p: Float32Array, out: Float32Array, h: Float64Array): void;
   countNonFinite(x: Float32Array): number;
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: Int32Array, aStride: Int32Array, bStride: Int32Array): void;
   stridedCopy(x: Float32Array | Int32Array, out: Float32Array | Int32Array, shape: Int32Array, stride: Int32Array, base: number): void;
 }
 
@@ -325,7 +327,18 @@ function fusedKernels(addon: Addon): tf.KernelConfig[] {
     addon.softmaxBias(f32(w, x), bias === undefined ? null : f32(w, bias), f32(w, out), x.shape[2]!, heads, bias?.shape[0] ?? 1);
     return out;
   };
+  const attention: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const { qkv, bias } = inputs as { qkv: tf.TensorInfo; bias?: tf.TensorInfo };
+    checkFloat(FUSED.attention, { qkv, bias });
+    const { heads, scale } = attrs as unknown as { heads: number; scale: number };
+    const [b, l, d3] = qkv.shape as [number, number, number];
+    const w = wasmOf(backend);
+    const out = w.makeOutput([b, l, d3 / 3], 'float32');
+    addon.attention(f32(w, qkv), bias === undefined ? null : f32(w, bias), f32(w, out), b, l, heads, d3 / 3 / heads, bias?.shape[0] ?? 1, scale);
+    return out;
+  };
   return [
+    { kernelName: FUSED.attention, backendName: 'wasm', kernelFunc: attention },
     { kernelName: FUSED.softmaxBias, backendName: 'wasm', kernelFunc: softmaxBias },
     { kernelName: FUSED.softmaxGrad, backendName: 'wasm', kernelFunc: softmaxGrad },
     { kernelName: FUSED.adamwList, backendName: 'wasm', kernelFunc: adamwList },
@@ -440,6 +453,49 @@ function copyKernel(addon: Addon, builtin: tf.KernelFunc, view: (shape: readonly
   };
 }
 
+/**
+ * Two operands broadcast NumPy-style to `shape`, as strides over it (0 along broadcast axes),
+ * with axes merged where both operands step evenly over them, and size-1 axes dropped.
+ */
+export function broadcastStrides(a: readonly number[], b: readonly number[]): { shape: number[]; a: number[]; b: number[] } {
+  const shape = tf.broadcast_util.assertAndGetBroadcastShape([...a], [...b]);
+  const strides = (s: readonly number[]) => {
+    const padded = [...new Array<number>(shape.length - s.length).fill(1), ...s];
+    const c = cOrderStrides(padded);
+    return padded.map((n, d) => (n === 1 ? 0 : c[d]!));
+  };
+  const [sa, sb] = [strides(a), strides(b)];
+  const out = { shape: [] as number[], a: [] as number[], b: [] as number[] };
+  shape.forEach((n, d) => {
+    if (n === 1) return;
+    const last = out.shape.length - 1;
+    if (last >= 0 && out.a[last] === sa[d]! * n && out.b[last] === sb[d]! * n) {
+      out.shape[last] = out.shape[last]! * n;
+      out.a[last] = sa[d]!;
+      out.b[last] = sb[d]!;
+    } else {
+      out.shape.push(n);
+      out.a.push(sa[d]!);
+      out.b.push(sb[d]!);
+    }
+  });
+  return out.shape.length === 0 ? { shape: [1], a: [0], b: [0] } : out;
+}
+
+/** Add, Sub or Multiply of two float32 tensors as one native pass (2 threads); the wasm kernel keeps other dtypes and empty or deep shapes. */
+function binaryKernel(addon: Addon, builtin: tf.KernelFunc, op: 0 | 1 | 2): tf.KernelFunc {
+  return (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.includes(0) || b.shape.includes(0)) return builtin(args);
+    const v = broadcastStrides(a.shape, b.shape);
+    if (v.shape.length > 8) return builtin(args);
+    const w = args.backend as unknown as WasmBackendLike;
+    const out = w.makeOutput(tf.broadcast_util.assertAndGetBroadcastShape(a.shape, b.shape), 'float32');
+    addon.binary(op, f32(w, a), f32(w, b), f32(w, out), Int32Array.from(v.shape), Int32Array.from(v.a), Int32Array.from(v.b));
+    return out;
+  };
+}
+
 /** The wasm backend's own kernels that native ones replace, kept to put back. */
 const replaced = new Map<string, tf.KernelConfig>();
 let calls = 0;
@@ -474,6 +530,9 @@ export function enableNativeKernels(opts: NativeOptions = {}): NativeStatus {
       _FusedMatMul: (builtin) => fusedMatMulKernel(l.addon, builtin),
       Transpose: (builtin) => copyKernel(l.addon, builtin, transposeView),
       Slice: (builtin) => copyKernel(l.addon, builtin, sliceView),
+      Add: (builtin) => binaryKernel(l.addon, builtin, 0),
+      Sub: (builtin) => binaryKernel(l.addon, builtin, 1),
+      Multiply: (builtin) => binaryKernel(l.addon, builtin, 2),
     };
     for (const [name, make] of Object.entries(replacements)) {
       const builtin = tf.getKernel(name, 'wasm');

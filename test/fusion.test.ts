@@ -13,13 +13,13 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import type { Shape } from '../dsl/shape.ts';
 import type { Tensor } from '../dsl/tensor.ts';
-import { add, batchMatmul, constant, exp, expandDims, geluTanh, layerNorm, linear, mul, reshape, scale, shift, softmax, sum, tanh } from '../dsl/ops.ts';
+import { add, batchMatmul, chunk, constant, exp, expandDims, geluTanh, layerNorm, linear, mul, reshape, scale, shift, softmax, sum, tanh, transpose } from '../dsl/ops.ts';
 import { trace, type InputSpec, type Program, type TraceIO } from '../compile/trace.ts';
 import { graphInputs, type Graph } from '../compile/ir.ts';
-import { FUSION_RULES, fuse, type Rule } from '../compile/fusion.ts';
+import { FUSION_RULES, INFERENCE_PHASES, fuse, type Rule } from '../compile/fusion.ts';
 import { cse, dce } from '../compile/passes.ts';
 import { differentiate, gradName } from '../compile/autodiff.ts';
-import { optimizeReport, trainingReport } from '../compile/pipeline.ts';
+import { optimize, optimizeReport, trainingReport } from '../compile/pipeline.ts';
 import { lower } from '../compile/execute.ts';
 import { disposeAll, maxDiff, randomTensor, useBackend, type Variant } from './compile-support.ts';
 
@@ -402,4 +402,42 @@ test('cse and dce on a differentiated graph shrink it and keep every output', as
   const clean = dce(cse(g));
   assert.ok(clean.nodes.length < g.nodes.length, `${g.nodes.length} → ${clean.nodes.length}`);
   sameOutputs(g, clean, 21);
+});
+
+/** layers/attention.ts's computation on a given qkv: heads split, scaled logits (+ bias), softmax, heads merged. */
+function attentionBody(bias: boolean) {
+  return (io: TraceIO): T => {
+    const qkv = io.data<readonly [2, 7, 24]>('qkv');
+    const [q, k, v] = chunk(qkv, 3, 2).map((t) => transpose(reshape(t, [2, 7, 2, 4] as const), [0, 2, 1, 3] as const));
+    let logits = batchMatmul(scale(q!, 0.5), k!, true);
+    if (bias) logits = add(logits, io.data<readonly [1, 2, 7, 7]>('bias')) as typeof logits;
+    return reshape(transpose(batchMatmul(softmax(logits), v!), [0, 2, 1, 3] as const), [2, 7, 8] as const) as unknown as T;
+  };
+}
+
+test('attention fuses into one op in inference graphs only, and computes what its parts do', async (t) => {
+  for (const variant of ['cpu', 'wasm', 'wasm-plain'] as const) {
+    t.diagnostic(await useBackend(variant));
+    const tensors = tf.memory().numTensors;
+    for (const bias of [false, true]) {
+      const g = trace((io) => ({ y: attentionBody(bias)(io) }), { qkv: f32(2, 7, 24), ...(bias ? { bias: f32(1, 2, 7, 7) } : {}) });
+      const inference = optimizeReport(g);
+      assert.deepEqual(inference.applied, { attention: 1 }, 'the rule fires, and the softmax it absorbs is not fused on its own');
+      for (const op of ['attention', 'softmax', 'softmax_bias', 'matmul', 'transpose', 'slice']) assert.equal(opCount(inference.graph, op), op === 'attention' ? 1 : 0, `${op} nodes`);
+      const parts = optimize(g, [FUSION_RULES]);
+      assert.equal(opCount(parts, 'attention'), 0, 'the training rules leave attention in its parts');
+      const feeds = feedsFor(g, 11);
+      const [fused, unfused] = [lower(inference.graph), lower(parts)];
+      const [a, b] = [fused.run(feeds), unfused.run(feeds)];
+      assertClose(a.get('y')!, b.get('y')!, `attention${bias ? ' with a bias' : ''} on ${variant}`);
+      for (const o of [a, b]) disposeAll(o);
+      for (const e of [fused, unfused]) e.dispose();
+      disposeAll(feeds);
+    }
+    assert.equal(tf.memory().numTensors, tensors, 'no tensors left behind');
+  }
+  // A training graph keeps the parts (the fused op has no VJP); inference runs attention first, then the training rules.
+  const g = traced({ label: 'attention', specs: { qkv: f32(2, 7, 24) }, body: attentionBody(false), applied: {}, counts: {} });
+  assert.equal(trainingReport(g, 'loss', ['qkv']).applied['attention'], undefined);
+  assert.deepEqual(INFERENCE_PHASES.map((rules) => rules.map((r) => r.name)), [['attention'], FUSION_RULES.map((r) => r.name)]);
 });

@@ -197,7 +197,9 @@ test('mdt graph prints the train and sample reports and one module\'s listing', 
   const listing = await cli('graph', ...size, '--mode', 'sample', '--module', 'blocks.0');
   assert.equal(listing.code, 0, listing.err);
   assert.match(listing.out, /^%\d+ = linear\(%\d+, %\d+, %\d+\) \[16, 96\] f32\s+# blocks\.0\.attn\.qkv$/m);
-  assert.match(listing.out, /= softmax_bias\(/);
+  assert.match(listing.out, /^%\d+ = attention\(%\d+, %\d+\) \{heads: 2, scale: 0\.25\} \[1, 16, 32\] f32\s+# blocks\.0\.attn$/m);
+  assert.match(sample.out, /fused attention\s+3\n/);
+  assert.doesNotMatch(sample.out, /fused softmax_bias/);
   const bad: [string[], RegExp][] = [
     [['--module', 'blocks.9'], /--module: no node .* in module 'blocks\.9'; its modules: blocks\.0, blocks\.1, blocks\.2/],
     [['--mode', 'train', '--cfg-scale', '2'], /--cfg-scale applies to --mode sample/],

@@ -15,7 +15,7 @@ import { registerMissingKernels } from '../runtime/kernels.ts';
 import { disableNativeKernels, enableNativeKernels, nativeCountNonFinite, nativeKernelsStatus, nativeMatMul } from '../runtime/native.ts';
 import { NonFiniteTally } from '../compile/checkpoint.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
-import { adamwUpdate, adamwUpdateList, adanUpdate, emaUpdate, emaUpdateList, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
+import { adamwUpdate, adamwUpdateList, attention, adanUpdate, emaUpdate, emaUpdateList, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
 
 await initBackend({ prefer: 'wasm' });
 registerMissingKernels();
@@ -256,6 +256,17 @@ test('the list forms of AdamW and EMA update each parameter as the flat forms do
   tf.dispose([...ps, ...gs, m, v, ...listed, ...whole, ...ema]);
 });
 
+/** What `run` gives with the native kernels equals what it gives on wasm's own. */
+function assertSameOnAndOff(run: () => unknown): void {
+  const native = run();
+  disableNativeKernels();
+  try {
+    assert.deepEqual(native, run());
+  } finally {
+    enableNativeKernels({ threads: 2 });
+  }
+}
+
 test('Transpose and Slice run as native strided copies and equal the wasm kernels, float32 and int32', { skip }, () => {
   const shapeArb = fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 6 });
   const perm = (rank: number) => fc.shuffledSubarray(Array.from({ length: rank }, (_, i) => i), { minLength: rank, maxLength: rank });
@@ -274,24 +285,56 @@ test('Transpose and Slice run as native strided copies and equal the wasm kernel
   });
   const kernels = () => ['Transpose', 'Slice'].map((k) => tf.getKernel(k, 'wasm')!.kernelFunc);
   const nativeKernels = kernels();
-  fc.assert(fc.property(cases, (c) => {
-    const native = run(c);
-    disableNativeKernels();
-    try {
-      assert.deepEqual(native, run(c));
-    } finally {
-      enableNativeKernels({ threads: 2 });
-    }
-  }), { numRuns: 200 });
+  fc.assert(fc.property(cases, (c) => assertSameOnAndOff(() => run(c))), { numRuns: 200 });
   // Large enough for the pool: the attention layout change [B, L, H, Dh] → [B, H, L, Dh].
-  const big = { shape: [64, 64, 4, 24], perm: [0, 2, 1, 3], begin: [1, 0, 0, 2], frac: [1, 1, 1, 0.5], dtype: 'float32' as const };
-  const native = run(big);
+  assertSameOnAndOff(() => run({ shape: [64, 64, 4, 24], perm: [0, 2, 1, 3], begin: [1, 0, 0, 2], frac: [1, 1, 1, 0.5], dtype: 'float32' }));
   disableNativeKernels();
-  const wasm = run(big);
   const wasmKernels = kernels();
   enableNativeKernels({ threads: 2 });
-  assert.deepEqual(native, wasm);
   assert.ok(nativeKernels.every((k, i) => k !== wasmKernels[i]), 'the native kernels were the ones registered');
+});
+
+test('Add, Sub and Multiply run natively with NumPy broadcasting and equal the wasm kernels', { skip }, () => {
+  // Two shapes that broadcast: a common shape, each operand dropping leading axes or setting some to 1.
+  const pair = fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 5 }).chain((shape) => fc.tuple(
+    ...[0, 1].map(() => fc.record({ drop: fc.integer({ min: 0, max: shape.length - 1 }), ones: fc.array(fc.boolean(), { minLength: shape.length, maxLength: shape.length }) })
+      .map(({ drop, ones }) => shape.map((n, d) => (ones[d] ? 1 : n)).slice(drop))),
+  ));
+  const run = ([sa, sb]: number[][]) => tf.tidy(() => {
+    const a = tf.tensor(Array.from({ length: sa!.reduce((x, y) => x * y, 1) }, (_, i) => i * 0.5 - 3), sa);
+    const b = tf.tensor(Array.from({ length: sb!.reduce((x, y) => x * y, 1) }, (_, i) => 2 - i * 0.25), sb);
+    return [tf.add(a, b), tf.sub(a, b), tf.mul(a, b), tf.add(a, 3)].map((t) => ({ shape: t.shape, values: [...t.dataSync()] }));
+  });
+  fc.assert(fc.property(pair, (shapes) => assertSameOnAndOff(() => run(shapes))), { numRuns: 200 });
+  // The adaLN gate and residual at a size the pool splits.
+  assertSameOnAndOff(() => run([[64, 64, 96], [64, 1, 96]]));
+});
+
+test('attention from qkv runs natively and equals its tfjs-op form: tiles and their tails, bias per sample or shared, or none', { skip }, () => {
+  const cases = fc.record({
+    b: fc.integer({ min: 1, max: 3 }), l: fc.integer({ min: 1, max: 37 }), heads: fc.integer({ min: 1, max: 3 }), hd: fc.integer({ min: 1, max: 19 }),
+    bias: fc.constantFrom('none', 'shared', 'per-sample'), seed: fc.integer({ min: 0, max: 1000 }),
+  });
+  const run = (c: { b: number; l: number; heads: number; hd: number; bias: string; seed: number }) => tf.tidy(() => {
+    const key = keyFromSeed(c.seed);
+    const qkv = tf.tensor3d(normal(foldIn(key, 0), c.b * c.l * 3 * c.heads * c.hd), [c.b, c.l, 3 * c.heads * c.hd]);
+    const bb = c.bias === 'per-sample' ? c.b : 1;
+    const bias = c.bias === 'none' ? null : tf.tensor4d(normal(foldIn(key, 1), bb * c.heads * c.l * c.l), [bb, c.heads, c.l, c.l]);
+    return attention(qkv, bias, c.heads, c.hd ** -0.5);
+  });
+  const check = (c: Parameters<typeof run>[0]) => {
+    const native = run(c);
+    disableNativeKernels();
+    const reference = run(c);
+    enableNativeKernels({ threads: 2 });
+    assert.deepEqual(native.shape, [c.b, c.l, c.heads * c.hd]);
+    const err = tf.tidy(() => tf.max(tf.abs(tf.sub(native, reference))).dataSync()[0]!);
+    tf.dispose([native, reference]);
+    assert.ok(err <= 2e-5, `max error ${err}`);
+  };
+  fc.assert(fc.property(cases, check), { numRuns: 100 });
+  // The main job's shape, where the 16-column and 8-column register tiles are whole.
+  check({ b: 8, l: 64, heads: 4, hd: 24, bias: 'shared', seed: 1 });
 });
 
 test('NaN and ±Inf are counted natively as value by value, and a checkpoint\'s report is the same with MDT_NATIVE=0', { skip }, () => {

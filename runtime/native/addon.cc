@@ -615,6 +615,29 @@ napi_value SoftmaxBias(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// attention(qkv, bias | null, out, batch, l, heads, hd, biasBatches, scale): see mdt_attention.
+napi_value Attention(napi_env env, napi_callback_info info) {
+  Call c;
+  if (!Begin(env, info, "attention", 3, &c, 1u << 1)) return nullptr;
+  long batch, l, heads, hd, bb;
+  double scale = 0;
+  if (c.argc < 9 || !GetLong(env, c.argv[3], &batch) || !GetLong(env, c.argv[4], &l) || !GetLong(env, c.argv[5], &heads) || !GetLong(env, c.argv[6], &hd) ||
+      !GetLong(env, c.argv[7], &bb) || napi_get_value_double(env, c.argv[8], &scale) != napi_ok || l == 0 || heads == 0 || hd == 0 || bb == 0)
+    return Throw(env, "native attention: batch, l, heads, hd and biasBatches must be positive integers, scale a number");
+  const size_t out = static_cast<size_t>(batch * l * heads * hd);
+  if (!Sized(env, c.f[0], 3 * out, "attention", "qkv") || !Sized(env, c.f[2], out, "attention", "out")) return nullptr;
+  if (c.f[1].data != nullptr) {
+    if (!Sized(env, c.f[1], bb * heads * l * l, "attention", "bias")) return nullptr;
+    if (bb != 1 && bb != batch) return Throw(env, "native attention: bias batches must be 1 or the batch");
+  }
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(batch * heads, 1, [&](long g0, long g1) {
+    std::vector<float> scratch(mdt_attention_scratch(l, hd));
+    mdt_attention(c.f[0].data, c.f[1].data, l, heads, hd, bb, static_cast<float>(scale), c.f[2].data, g0, g1, scratch.data());
+  });
+  return nullptr;
+}
+
 // softmaxGrad(p, dp, dx, l).
 napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
   Call c;
@@ -778,6 +801,56 @@ napi_value StridedCopy(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// binary(op, a, b, out, shape, aStride, bStride): out, in C order over `shape`, is
+// a[Σ i_d·aStride_d] op b[Σ i_d·bStride_d] (op 0 add, 1 sub, 2 mul; strides 0 broadcast). The
+// caller merges dimensions, so rows are long and their strides 0 or 1.
+napi_value Binary(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int32_t op = -1;
+  Floats a, b, out;
+  const int32_t *shape = nullptr, *sa = nullptr, *sb = nullptr;
+  size_t rank = 0, ra = 0, rb = 0;
+  if (argc < 7 || napi_get_value_int32(env, argv[0], &op) != napi_ok || op < 0 || op > 2 || !GetFloats(env, argv[1], &a) || !GetFloats(env, argv[2], &b) ||
+      !GetFloats(env, argv[3], &out) || !GetInts(env, argv[4], &shape, &rank) || !GetInts(env, argv[5], &sa, &ra) || !GetInts(env, argv[6], &sb, &rb) ||
+      rank == 0 || rank > 8 || ra != rank || rb != rank)
+    return Throw(env, "native binary: expected (op 0..2, a, b, out: Float32Array, shape, aStride, bStride: Int32Array of one rank 1..8)");
+  long count = 1, lastA = 0, lastB = 0;
+  for (size_t d = 0; d < rank; ++d) {
+    if (shape[d] <= 0 || sa[d] < 0 || sb[d] < 0) return Throw(env, "native binary: sizes must be positive, strides non-negative");
+    count *= shape[d];
+    lastA += static_cast<long>(shape[d] - 1) * sa[d];
+    lastB += static_cast<long>(shape[d] - 1) * sb[d];
+  }
+  if (static_cast<size_t>(count) != out.length || lastA >= static_cast<long>(a.length) || lastB >= static_cast<long>(b.length))
+    return Throw(env, "native binary: the shape and strides do not fit a (" + std::to_string(a.length) + "), b (" + std::to_string(b.length) + ") and out (" +
+                          std::to_string(out.length) + ")");
+  const long inner = shape[rank - 1], rows = count / inner;
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor(rows, std::max(1L, kParallelFloats / inner), [&](long r0, long r1) {
+    long idx[8] = {0}, at = 0, bt = 0;
+    for (long r = r0, d = static_cast<long>(rank) - 2; d >= 0; --d) {
+      idx[d] = r % shape[d];
+      r /= shape[d];
+      at += idx[d] * sa[d];
+      bt += idx[d] * sb[d];
+    }
+    for (long r = r0; r < r1; ++r) {
+      mdt_binary_row(op, a.data + at, sa[rank - 1], b.data + bt, sb[rank - 1], out.data + r * inner, inner);
+      for (long d = static_cast<long>(rank) - 2; d >= 0; --d) {
+        at += sa[d];
+        bt += sb[d];
+        if (++idx[d] < shape[d]) break;
+        at -= sa[d] * shape[d];
+        bt -= sb[d] * shape[d];
+        idx[d] = 0;
+      }
+    }
+  });
+  return nullptr;
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -838,11 +911,13 @@ napi_value Init(napi_env env, napi_value exports) {
       {"gather", nullptr, Gather, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"segmentSum", nullptr, SegmentSum, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmaxBias", nullptr, SoftmaxBias, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attention", nullptr, Attention, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmaxGrad", nullptr, SoftmaxGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sumMiddle", nullptr, SumMiddle, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamw", nullptr, AdamW, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adan", nullptr, Adan, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"ema", nullptr, Ema, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"countNonFinite", nullptr, CountNonFinite, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <immintrin.h>
 
 namespace {
 
@@ -90,6 +91,19 @@ void mdt_ln_modulate_grad(const float* dz, const float* x, const float* mean, co
   }
 }
 
+// p[0, l) = softmax(p[0, l)).
+static void SoftmaxInPlace(float* p, long l) {
+  float mx = -3.4e38f;  // not -INFINITY: -ffast-math assumes no infinities
+  for (long j = 0; j < l; ++j) mx = p[j] > mx ? p[j] : mx;
+  float sum = 0.0f;
+  for (long j = 0; j < l; ++j) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  const float inv = 1.0f / sum;
+  for (long j = 0; j < l; ++j) p[j] *= inv;
+}
+
 void mdt_softmax_bias(const float* x, const float* bias, long l, long heads, long bias_batches, float* p, long g0, long g1) {
   const long ll = l * l;
   for (long g = g0; g < g1; ++g) {
@@ -98,20 +112,12 @@ void mdt_softmax_bias(const float* x, const float* bias, long l, long heads, lon
       const float* xr = x + g * ll + i * l;
       const float* br = b == nullptr ? nullptr : b + i * l;
       float* pr = p + g * ll + i * l;
-      float mx = -3.4e38f;  // not -INFINITY: -ffast-math assumes no infinities
       if (br == nullptr) {
         for (long j = 0; j < l; ++j) pr[j] = xr[j];
       } else {
         for (long j = 0; j < l; ++j) pr[j] = xr[j] + br[j];
       }
-      for (long j = 0; j < l; ++j) mx = pr[j] > mx ? pr[j] : mx;
-      float sum = 0.0f;
-      for (long j = 0; j < l; ++j) {
-        pr[j] = std::exp(pr[j] - mx);
-        sum += pr[j];
-      }
-      const float inv = 1.0f / sum;
-      for (long j = 0; j < l; ++j) pr[j] *= inv;
+      SoftmaxInPlace(pr, l);
     }
   }
 }
@@ -172,6 +178,141 @@ void mdt_adan(const float* p, const float* g, const float* m, const float* n, co
 
 void mdt_ema(const float* e, const float* p, float decay, float* out, long begin, long end) {
   for (long i = begin; i < end; ++i) out[i] = e[i] * decay + p[i] * (1.0f - decay);
+}
+
+namespace {
+
+// Register tiles of the attention products, in AVX2 intrinsics (GCC's own vectorisation of
+// these loops shuffles and spills): TR rows at a time against 16 (scores) or 8 (values)
+// contiguous columns, the accumulators in registers.
+constexpr long TR = 4;
+
+// s (TR rows, all l columns, row stride l) += q · kᵀ; q (TR, hd) contiguous (already scaled),
+// kt (hd, l). Columns past the last whole 16 one at a time.
+void ScoresTile(const float* q, const float* kt, long l, long hd, float* s) {
+  long j0 = 0;
+  for (; j0 + 16 <= l; j0 += 16) {
+    __m256 a[TR][2];
+    for (long r = 0; r < TR; ++r) {
+      a[r][0] = _mm256_loadu_ps(s + r * l + j0);
+      a[r][1] = _mm256_loadu_ps(s + r * l + j0 + 8);
+    }
+    for (long e = 0; e < hd; ++e) {
+      const __m256 k0 = _mm256_loadu_ps(kt + e * l + j0), k1 = _mm256_loadu_ps(kt + e * l + j0 + 8);
+      for (long r = 0; r < TR; ++r) {
+        const __m256 qv = _mm256_broadcast_ss(q + r * hd + e);
+        a[r][0] = _mm256_fmadd_ps(qv, k0, a[r][0]);
+        a[r][1] = _mm256_fmadd_ps(qv, k1, a[r][1]);
+      }
+    }
+    for (long r = 0; r < TR; ++r) {
+      _mm256_storeu_ps(s + r * l + j0, a[r][0]);
+      _mm256_storeu_ps(s + r * l + j0 + 8, a[r][1]);
+    }
+  }
+  for (; j0 < l; ++j0)
+    for (long r = 0; r < TR; ++r) {
+      float acc = s[r * l + j0];
+      for (long e = 0; e < hd; ++e) acc += q[r * hd + e] * kt[e * l + j0];
+      s[r * l + j0] = acc;
+    }
+}
+
+// o (TR rows at stride `ostride`, hd columns) = p (TR rows of l, stride l) · vs (l, hd).
+void ValuesTile(const float* p, const float* vs, long l, long hd, float* o, long ostride) {
+  long e0 = 0;
+  for (; e0 + 8 <= hd; e0 += 8) {
+    __m256 a[TR];
+    for (long r = 0; r < TR; ++r) a[r] = _mm256_setzero_ps();
+    for (long j = 0; j < l; ++j) {
+      const __m256 v = _mm256_loadu_ps(vs + j * hd + e0);
+      for (long r = 0; r < TR; ++r) a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + r * l + j), v, a[r]);
+    }
+    for (long r = 0; r < TR; ++r) _mm256_storeu_ps(o + r * ostride + e0, a[r]);
+  }
+  for (; e0 < hd; ++e0)
+    for (long r = 0; r < TR; ++r) {
+      float acc = 0.0f;
+      for (long j = 0; j < l; ++j) acc += p[r * l + j] * vs[j * hd + e0];
+      o[r * ostride + e0] = acc;
+    }
+}
+
+}  // namespace
+
+long mdt_attention_scratch(long l, long hd) { return 2 * l * hd + ((l + TR - 1) / TR * TR) * l + 2 * TR * hd; }
+
+void mdt_attention(const float* qkv, const float* bias, long l, long heads, long hd, long bias_batches, float scale, float* out,
+                   long g0, long g1, float* scratch) {
+  const long d = heads * hd, row = 3 * d;
+  const long lp = (l + TR - 1) / TR * TR;  // rows padded to whole tiles
+  float* kt = scratch;                     // (hd, l): a logit row is a sum of contiguous rows of it
+  float* vs = kt + hd * l;                 // (l, hd)
+  float* s = vs + l * hd;                  // (lp, l) logits, then probabilities
+  float* qpad = s + lp * l;                // (TR, hd): a tile's q rows
+  float* opad = qpad + TR * hd;            // (TR, hd): its output rows
+  for (long g = g0; g < g1; ++g) {
+    const long b = g / heads, h = g % heads;
+    const float* base = qkv + b * l * row + h * hd;
+    for (long j = 0; j < l; ++j) {
+      const float* k = base + j * row + d;
+      const float* v = base + j * row + 2 * d;
+      for (long e = 0; e < hd; ++e) kt[e * l + j] = k[e];
+      for (long e = 0; e < hd; ++e) vs[j * hd + e] = v[e];
+    }
+    const float* bg = bias == nullptr ? nullptr : bias + ((bias_batches == 1 ? 0 : b) * heads + h) * l * l;
+    for (long i = 0; i < lp * l; ++i) s[i] = 0.0f;
+    if (bg != nullptr)
+      for (long i = 0; i < l * l; ++i) s[i] = bg[i];
+    for (long i0 = 0; i0 < lp; i0 += TR) {
+      // The tile's q rows, scaled, contiguous (zero past the last row).
+      for (long r = 0; r < TR; ++r)
+        for (long e = 0; e < hd; ++e) qpad[r * hd + e] = i0 + r < l ? base[(i0 + r) * row + e] * scale : 0.0f;
+      ScoresTile(qpad, kt, l, hd, s + i0 * l);
+    }
+    for (long i = 0; i < lp; ++i) SoftmaxInPlace(s + i * l, l);
+    float* o = out + b * l * d + h * hd;
+    for (long i0 = 0; i0 < lp; i0 += TR) {
+      if (i0 + TR <= l) {
+        ValuesTile(s + i0 * l, vs, l, hd, o + i0 * d, d);
+      } else {
+        ValuesTile(s + i0 * l, vs, l, hd, opad, hd);
+        for (long r = 0; i0 + r < l; ++r)
+          for (long e = 0; e < hd; ++e) o[(i0 + r) * d + e] = opad[r * hd + e];
+      }
+    }
+  }
+}
+
+}  // extern "C"
+
+namespace {
+
+template <typename F>
+void BinaryRow(const float* a, long sa, const float* b, long sb, float* o, long n, F f) {
+  if (sa == 1 && sb == 1) {
+    for (long j = 0; j < n; ++j) o[j] = f(a[j], b[j]);
+  } else if (sa == 0 && sb == 1) {
+    const float x = a[0];
+    for (long j = 0; j < n; ++j) o[j] = f(x, b[j]);
+  } else if (sa == 1 && sb == 0) {
+    const float y = b[0];
+    for (long j = 0; j < n; ++j) o[j] = f(a[j], y);
+  } else {
+    for (long j = 0; j < n; ++j) o[j] = f(a[j * sa], b[j * sb]);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+void mdt_binary_row(int op, const float* a, long sa, const float* b, long sb, float* o, long n) {
+  switch (op) {
+    case 0: BinaryRow(a, sa, b, sb, o, n, [](float x, float y) { return x + y; }); break;
+    case 1: BinaryRow(a, sa, b, sb, o, n, [](float x, float y) { return x - y; }); break;
+    default: BinaryRow(a, sa, b, sb, o, n, [](float x, float y) { return x * y; }); break;
+  }
 }
 
 long mdt_count_non_finite(const float* x, long n) {

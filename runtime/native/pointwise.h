@@ -47,6 +47,15 @@ void mdt_adan(const float* p, const float* g, const float* m, const float* n, co
               float* p1, float* m1, float* n1, float* d1, float* neg1, long begin, long end);
 // e' = decay·e + (1 − decay)·p.
 void mdt_ema(const float* e, const float* p, float decay, float* out, long begin, long end);
+// Self-attention straight from the qkv projection, for the (sample, head) groups g in [g0, g1):
+// qkv (B, l, 3·heads·hd) as the qkv linear writes it (q, k, v thirds), out (B, l, heads·hd) with
+// the heads merged; out = softmax(scale·q·kᵀ + bias)·v, bias (bias_batches, heads, l, l) or null.
+// scratch holds mdt_attention_scratch(l, hd) floats.
+long mdt_attention_scratch(long l, long hd);
+void mdt_attention(const float* qkv, const float* bias, long l, long heads, long hd, long bias_batches, float scale, float* out,
+                   long g0, long g1, float* scratch);
+// o[j] = a[j·sa] op b[j·sb] for j < n (strides 0 or 1 take the vector paths); op: 0 add, 1 sub, 2 mul.
+void mdt_binary_row(int op, const float* a, long sa, const float* b, long sb, float* o, long n);
 // How many of x[0, n) are NaN or ±Inf (exponent bits all set; integer tests, so -ffast-math keeps them).
 long mdt_count_non_finite(const float* x, long n);
 
