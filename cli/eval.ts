@@ -167,7 +167,7 @@ export function evalCommand(program: Command, io: CliIO): Command {
     .addOption(option('--data <name>', 'built-in dataset whose classifier gives the features', { defaultText: "the run's --data, else fashion-mnist", choices: [...BUILTIN_DATASETS] }))
     .addOption(option('--count <n>', 'samples to generate from a run (or to read from a folder / .npz)', { defaultText: `${FULL_COUNT} (all of a folder / .npz)`, parse: intArg(2) }))
     .addOption(option('--seed <n>', 'seed of the sampling noise and of the KID subsets', { default: 0, parse: intArg(0) }))
-    .addOption(option('--sample-steps <respacing>', 'sampler steps for a run', { defaultText: "the run's --sample-steps (ddim25)", parse: respacingArg }))
+    .addOption(option('--sample-steps <respacing>', 'sampler steps for a run', { defaultText: "the run's --sample-steps", parse: respacingArg }))
     .addOption(option('--cfg-scale <w>', 'guidance scale for a run (1 = off)', { defaultText: "the run's --cfg-scale", parse: numberArg(0, Infinity) }))
     .addOption(option('--kid-subsets <n>', 'KID subsets (of up to 1000 samples each)', { default: 100, parse: intArg(1) }))
     .addOption(option('--inception <file>', "score on InceptionV3 pool3 features (pytorch-fid's pt_inception-2015-12-05-6726825d.pth, which you supply) instead of the classifier: ImageNet-comparable FID of image samples (.npz / folder) against ADM's reference batches", { defaultText: 'the classifier' }))

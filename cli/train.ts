@@ -53,16 +53,16 @@ export const TRAIN_DEFAULTS = {
   /** Adan's global gradient-norm clip (MDTv2's recipe); AdamW does not clip. */
   adanMaxGradNorm: 1.0,
   ema: 0.99,
-  steps: 1500,
+  steps: 1800,
   seed: 0,
   logEvery: 10,
-  sampleEvery: 750,
+  sampleEvery: 900,
   ckptEvery: 100,
   /** Steps between FID / class-accuracy evaluations of the EMA weights (0: none), and their sample count. */
   evalEvery: 0,
   evalSamples: 1000,
   ...RUN_DEFAULTS,
-  sampleSteps: 'ddim25',
+  sampleSteps: 'ddim10',
   cfgScale: 4,
 };
 
