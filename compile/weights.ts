@@ -145,6 +145,8 @@ export async function streamParams(decls: ParamDecls, sources: ReadonlyMap<strin
       const t = await pending[i]!;
       if (i + 2 < keys.length) pending.push(read(i + 2));
       const bytes = heap.bytes[i]!;
+      // A heap that grew meanwhile (another task making tensors) has left these views detached.
+      if (bytes.byteLength !== 4 * numel(spec.shape)) throw new Error(`${key}: the wasm heap grew while weights were being read into it; load weights with nothing else making tensors`);
       const n = bytes.byteLength / 4;
       const view = spec.dtype === 'float32' ? new Float32Array(bytes.buffer, bytes.byteOffset, n) : new Int32Array(bytes.buffer, bytes.byteOffset, n);
       // Read elsewhere (another dtype, a strided view): converted into the heap here.
