@@ -5,8 +5,10 @@
  * runtime/native/build.mjs) computes BatchMatMul in place on the wasm heap instead. It also runs
  * the fused pointwise kernels of runtime/fused.ts (GELU and adaLN's LayerNorm + modulate, each
  * direction one pass over memory instead of 5–15 wasm kernels) and the row gather and segment
- * sum behind the relative-position bias (rowKernels(), used by runtime/kernels.ts). Everything else
- * stays on wasm. Without the addon, or with MDT_NATIVE=0, the wasm kernels are kept.
+ * sum behind the relative-position bias (rowKernels(), used by runtime/kernels.ts), the
+ * inference attention straight from qkv, Transpose and Slice as one strided copy, and float32
+ * Add/Sub/Multiply with broadcasting (wasm runs those on one thread here). Everything else stays
+ * on wasm. Without the addon, or with MDT_NATIVE=0, the wasm kernels are kept.
  * Environment: MDT_NATIVE=0|1, MDT_NATIVE_THREADS (default: the available cores),
  * MDT_NATIVE_ISA=auto|avx2|avx512 (auto: the widest this CPU has).
  */
@@ -389,7 +391,7 @@ function fusedMatMulKernel(addon: Addon, previous: tf.KernelFunc): tf.KernelFunc
 }
 
 /** A view of an input as the native strided copy reads it: C-order `shape` over x[base + Σ i·stride]. */
-export interface StridedView {
+interface StridedView {
   readonly shape: readonly number[];
   readonly stride: readonly number[];
   readonly base: number;
@@ -398,39 +400,38 @@ export interface StridedView {
 const cOrderStrides = (shape: readonly number[]) => shape.map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
 
 /** Transpose's output as a view of its input: the input's strides, permuted. */
-export function transposeView(shape: readonly number[], attrs: tf.NamedAttrMap): StridedView {
+function transposeView(shape: readonly number[], attrs: tf.NamedAttrMap): StridedView {
   const perm = attrs['perm'] as number[];
   const stride = cOrderStrides(shape);
   return { shape: perm.map((p) => shape[p]!), stride: perm.map((p) => stride[p]!), base: 0 };
 }
 
 /** Slice's output as a view of its input (begin and size as tf.slice takes them). */
-export function sliceView(shape: readonly number[], attrs: tf.NamedAttrMap): StridedView {
+function sliceView(shape: readonly number[], attrs: tf.NamedAttrMap): StridedView {
   const [begin, size] = tf.slice_util.parseSliceParams({ shape: [...shape] } as tf.TensorInfo as tf.Tensor, attrs['begin'] as number[], attrs['size'] as number[]);
   const stride = cOrderStrides(shape);
   return { shape: size, stride, base: begin.reduce((a, b, d) => a + b * stride[d]!, 0) };
 }
 
 /**
- * The same view with size-1 dimensions dropped and neighbours merged where the outer one steps
- * exactly over the inner one (a transpose that keeps the last axes, or a slice of whole rows,
- * becomes a few long contiguous runs).
+ * `shape` with size-1 axes dropped and neighbours merged where every operand's outer stride
+ * steps exactly over the inner axis (a transpose that keeps the last axes, a slice of whole rows
+ * or a same-shape sum become a few long contiguous runs). At least one axis is kept.
  */
-export function mergeView(v: StridedView): StridedView {
-  const shape: number[] = [];
-  const stride: number[] = [];
-  v.shape.forEach((n, d) => {
+function mergeAxes(shape: readonly number[], strides: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } {
+  const out = { shape: [] as number[], strides: strides.map(() => [] as number[]) };
+  shape.forEach((n, d) => {
     if (n === 1) return;
-    const last = shape.length - 1;
-    if (last >= 0 && stride[last] === v.stride[d]! * n) {
-      shape[last] = shape[last]! * n;
-      stride[last] = v.stride[d]!;
+    const last = out.shape.length - 1;
+    if (last >= 0 && strides.every((s, k) => out.strides[k]![last] === s[d]! * n)) {
+      out.shape[last] = out.shape[last]! * n;
+      strides.forEach((s, k) => (out.strides[k]![last] = s[d]!));
     } else {
-      shape.push(n);
-      stride.push(v.stride[d]!);
+      out.shape.push(n);
+      strides.forEach((s, k) => out.strides[k]!.push(s[d]!));
     }
   });
-  return shape.length === 0 ? { shape: [1], stride: [1], base: v.base } : { shape, stride, base: v.base };
+  return out.shape.length === 0 ? { shape: [1], strides: strides.map(() => [0]) } : out;
 }
 
 /**
@@ -443,43 +444,21 @@ function copyKernel(addon: Addon, builtin: tf.KernelFunc, view: (shape: readonly
     if (x.dtype !== 'float32' && x.dtype !== 'int32') return builtin(args);
     const v = view(x.shape, args.attrs ?? {});
     if (v.shape.includes(0)) return builtin(args);
-    const m = mergeView(v);
+    const m = mergeAxes(v.shape, [v.stride]);
     if (m.shape.length > 8) return builtin(args);
     const w = args.backend as unknown as WasmBackendLike;
     const out = w.makeOutput([...v.shape], x.dtype);
     const heap = (t: tf.TensorInfo) => w.typedArrayFromHeap(t) as Float32Array | Int32Array;
-    addon.stridedCopy(heap(x), heap(out), Int32Array.from(m.shape), Int32Array.from(m.stride), m.base);
+    addon.stridedCopy(heap(x), heap(out), Int32Array.from(m.shape), Int32Array.from(m.strides[0]!), v.base);
     return out;
   };
 }
 
-/**
- * Two operands broadcast NumPy-style to `shape`, as strides over it (0 along broadcast axes),
- * with axes merged where both operands step evenly over them, and size-1 axes dropped.
- */
-export function broadcastStrides(a: readonly number[], b: readonly number[]): { shape: number[]; a: number[]; b: number[] } {
-  const shape = tf.broadcast_util.assertAndGetBroadcastShape([...a], [...b]);
-  const strides = (s: readonly number[]) => {
-    const padded = [...new Array<number>(shape.length - s.length).fill(1), ...s];
-    const c = cOrderStrides(padded);
-    return padded.map((n, d) => (n === 1 ? 0 : c[d]!));
-  };
-  const [sa, sb] = [strides(a), strides(b)];
-  const out = { shape: [] as number[], a: [] as number[], b: [] as number[] };
-  shape.forEach((n, d) => {
-    if (n === 1) return;
-    const last = out.shape.length - 1;
-    if (last >= 0 && out.a[last] === sa[d]! * n && out.b[last] === sb[d]! * n) {
-      out.shape[last] = out.shape[last]! * n;
-      out.a[last] = sa[d]!;
-      out.b[last] = sb[d]!;
-    } else {
-      out.shape.push(n);
-      out.a.push(sa[d]!);
-      out.b.push(sb[d]!);
-    }
-  });
-  return out.shape.length === 0 ? { shape: [1], a: [0], b: [0] } : out;
+/** Strides of an operand of shape `s` over the broadcast `shape`: 0 along the axes it is broadcast on. */
+function broadcastStrides(s: readonly number[], shape: readonly number[]): number[] {
+  const padded = [...new Array<number>(shape.length - s.length).fill(1), ...s];
+  const c = cOrderStrides(padded);
+  return padded.map((n, d) => (n === 1 ? 0 : c[d]!));
 }
 
 /** Add, Sub or Multiply of two float32 tensors as one native pass (2 threads); the wasm kernel keeps other dtypes and empty or deep shapes. */
@@ -487,11 +466,12 @@ function binaryKernel(addon: Addon, builtin: tf.KernelFunc, op: 0 | 1 | 2): tf.K
   return (args) => {
     const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.includes(0) || b.shape.includes(0)) return builtin(args);
-    const v = broadcastStrides(a.shape, b.shape);
-    if (v.shape.length > 8) return builtin(args);
+    const shape = tf.broadcast_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    const m = mergeAxes(shape, [broadcastStrides(a.shape, shape), broadcastStrides(b.shape, shape)]);
+    if (m.shape.length > 8) return builtin(args);
     const w = args.backend as unknown as WasmBackendLike;
-    const out = w.makeOutput(tf.broadcast_util.assertAndGetBroadcastShape(a.shape, b.shape), 'float32');
-    addon.binary(op, f32(w, a), f32(w, b), f32(w, out), Int32Array.from(v.shape), Int32Array.from(v.a), Int32Array.from(v.b));
+    const out = w.makeOutput(shape, 'float32');
+    addon.binary(op, f32(w, a), f32(w, b), f32(w, out), Int32Array.from(m.shape), Int32Array.from(m.strides[0]!), Int32Array.from(m.strides[1]!));
     return out;
   };
 }

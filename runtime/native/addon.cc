@@ -1,5 +1,6 @@
-// N-API entry points of the native SGEMM, the fused pointwise kernels, gather and segment
-// sum, their thread pool and the choice of kernel build.
+// N-API entry points of the native SGEMM, the fused pointwise kernels and attention, gather and
+// segment sum, strided copies and broadcasting binary ops, the NaN/Inf count, their thread pool
+// and the choice of kernel build.
 // Callers pass Float32Array views (on ArrayBuffers or on the wasm backend's SharedArrayBuffer
 // heap): the product runs on them in place, synchronously, on the calling thread plus the
 // pool's workers.
@@ -747,6 +748,29 @@ bool GetWords(napi_env env, napi_value v, uint32_t** data, size_t* length) {
   return true;
 }
 
+// Rows r0 .. r1 of a C-order `shape` whose last axis is the row: row(r, at) with at[k] the
+// element offset of row r in operand k, base[k] + Σ i_d·strides[k][d] over the outer axes,
+// stepped like an odometer from row to row.
+template <int N, typename F>
+void ForRows(const int32_t* shape, size_t rank, const int32_t* const (&strides)[N], const long (&base)[N], long r0, long r1, const F& row) {
+  long idx[8] = {0}, at[N];
+  for (int k = 0; k < N; ++k) at[k] = base[k];
+  for (long r = r0, d = static_cast<long>(rank) - 2; d >= 0; --d) {
+    idx[d] = r % shape[d];
+    r /= shape[d];
+    for (int k = 0; k < N; ++k) at[k] += idx[d] * strides[k][d];
+  }
+  for (long r = r0; r < r1; ++r) {
+    row(r, at);
+    for (long d = static_cast<long>(rank) - 2; d >= 0; --d) {
+      for (int k = 0; k < N; ++k) at[k] += strides[k][d];
+      if (++idx[d] < shape[d]) break;
+      for (int k = 0; k < N; ++k) at[k] -= strides[k][d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
 // stridedCopy(x, out, shape, stride, base): out, in C order over `shape`, takes
 // x[base + Σ i_d·stride_d] (4-byte elements): Transpose (permuted strides) and Slice (an offset
 // and the input's strides) as one kernel. The caller merges dimensions that are contiguous in
@@ -779,24 +803,11 @@ napi_value StridedCopy(napi_env env, napi_callback_info info) {
   const long rows = count / inner;
   std::lock_guard<std::mutex> hold(busy);
   ParallelFor(rows, std::max(1L, kParallelFloats / inner), [&](long r0, long r1) {
-    // The input offset of row r0, then stepped like an odometer.
-    long idx[8] = {0}, at = base;
-    for (long r = r0, d = static_cast<long>(rank) - 2; d >= 0; --d) {
-      idx[d] = r % shape[d];
-      r /= shape[d];
-      at += idx[d] * stride[d];
-    }
-    for (long r = r0; r < r1; ++r) {
+    ForRows<1>(shape, rank, {stride}, {static_cast<long>(base)}, r0, r1, [&](long r, const long* at) {
       uint32_t* o = out + r * inner;
-      if (innerStride == 1) std::memcpy(o, x + at, inner * sizeof(uint32_t));
-      else for (long j = 0; j < inner; ++j) o[j] = x[at + j * innerStride];
-      for (long d = static_cast<long>(rank) - 2; d >= 0; --d) {
-        at += stride[d];
-        if (++idx[d] < shape[d]) break;
-        at -= stride[d] * shape[d];
-        idx[d] = 0;
-      }
-    }
+      if (innerStride == 1) std::memcpy(o, x + at[0], inner * sizeof(uint32_t));
+      else for (long j = 0; j < inner; ++j) o[j] = x[at[0] + j * innerStride];
+    });
   });
   return nullptr;
 }
@@ -829,24 +840,9 @@ napi_value Binary(napi_env env, napi_callback_info info) {
   const long inner = shape[rank - 1], rows = count / inner;
   std::lock_guard<std::mutex> hold(busy);
   ParallelFor(rows, std::max(1L, kParallelFloats / inner), [&](long r0, long r1) {
-    long idx[8] = {0}, at = 0, bt = 0;
-    for (long r = r0, d = static_cast<long>(rank) - 2; d >= 0; --d) {
-      idx[d] = r % shape[d];
-      r /= shape[d];
-      at += idx[d] * sa[d];
-      bt += idx[d] * sb[d];
-    }
-    for (long r = r0; r < r1; ++r) {
-      mdt_binary_row(op, a.data + at, sa[rank - 1], b.data + bt, sb[rank - 1], out.data + r * inner, inner);
-      for (long d = static_cast<long>(rank) - 2; d >= 0; --d) {
-        at += sa[d];
-        bt += sb[d];
-        if (++idx[d] < shape[d]) break;
-        at -= sa[d] * shape[d];
-        bt -= sb[d] * shape[d];
-        idx[d] = 0;
-      }
-    }
+    ForRows<2>(shape, rank, {sa, sb}, {0, 0}, r0, r1, [&](long r, const long* at) {
+      mdt_binary_row(op, a.data + at[0], sa[rank - 1], b.data + at[1], sb[rank - 1], out.data + r * inner, inner);
+    });
   });
   return nullptr;
 }
