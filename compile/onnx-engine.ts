@@ -14,9 +14,10 @@ import type { Key } from '../dsl/random.ts';
 import { validateConfig, type ModelConfig } from '../mdt/config.ts';
 import type { GuidanceOptions } from '../mdt/diffusion/cfg.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
+import { fastNormal } from '../runtime/native.ts';
 import { noiseFromKey } from '../mdt/diffusion/sampler.ts';
 import { MDT_ONNX_FORMAT, type MdtOnnxMeta } from './onnx-export.ts';
-import { ONNX_OPSET } from './onnx.ts';
+import { ONNX_OPSET, ONNX_OPSETS } from './onnx.ts';
 import { needsStepNoise } from './model-graph.ts';
 import { stepModel, type UpdateOptions } from './onnx-step.ts';
 import { guidedLabels, takeImages, type SamplerOptions } from './sample.ts';
@@ -29,7 +30,7 @@ const describe = (t: OnnxTensorInfo) => `${t.name} [${t.dims.join(', ')}] ${ELEM
 /** Checks that `info` is a denoiser `mdt export` wrote, for one model; returns what its metadata says. */
 export function checkMdtOnnx(info: OnnxFileInfo, what: string): MdtOnnxMeta {
   if (info.opset === null || info.opset > ONNX_OPSET) {
-    throw new OnnxFileError(`${what}: uses ${info.opset === null ? 'no default-domain operator set' : `operator set ${info.opset}`}; this engine runs the graphs mdt export writes, opset ${ONNX_OPSET} (re-export the checkpoint with this version)`);
+    throw new OnnxFileError(`${what}: uses ${info.opset === null ? 'no default-domain operator set' : `operator set ${info.opset}`}; this engine runs the graphs mdt export writes, opset ${ONNX_OPSETS.join(' or ')} (re-export the checkpoint with this version)`);
   }
   const format = info.metadata.get('mdt.format');
   if (format !== MDT_ONNX_FORMAT) {
@@ -142,7 +143,7 @@ export async function onnxSampler(den: OnnxDenoiser, opts: Omit<SamplerOptions, 
       const y = guidedLabels(labels, c.numClasses, den.guidance !== null);
       const shape = [y.length, c.inChannels, c.inputSize, c.inputSize] as [number, number, number, number];
       const n = shape.reduce((a, b) => a * b, 1);
-      const noise = noiseFromKey(key);
+      const noise = noiseFromKey(key, fastNormal);
       const ys = new ort.Tensor('int32', y, [y.length]);
       const k = new Int32Array(y.length);
       let x = noise.initial(n);

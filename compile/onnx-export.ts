@@ -13,8 +13,8 @@ import { withGuidance, type GuidanceOptions } from '../mdt/diffusion/cfg.ts';
 import { traceDenoiser } from './model-graph.ts';
 import { trace, type Program } from './trace.ts';
 import { optimize } from './pipeline.ts';
-import { FUSION_RULES } from './fusion.ts';
-import { ONNX_IR_VERSION, ONNX_OPSET, onnxGraph } from './onnx.ts';
+import { FUSION_RULES, INFERENCE_PHASES } from './fusion.ts';
+import { ONNX_IR_VERSION, ONNX_OPSET, onnxGraph, opsetFusesAttention, type OnnxOpset } from './onnx.ts';
 import type { OnnxModel } from '../formats/onnx.ts';
 
 /** metadata `mdt.format` of the files this module writes. */
@@ -43,25 +43,28 @@ export interface OnnxExportOptions {
   /** Which weights of the checkpoint (recorded in the metadata). */
   readonly which: string;
   readonly producerVersion: string;
+  /** ONNX_OPSET unless given. */
+  readonly opset?: OnnxOpset;
 }
 
 export function exportOnnx(model: DiffusionModel, values: ReadonlyMap<string, tf.Tensor>, o: OnnxExportOptions): OnnxModel {
   const c = model.config;
+  const opset = o.opset ?? ONNX_OPSET;
   const graphAt = (batch: number) => {
     const rows = batch * rowsPerImage(o.guidance);
     return optimize(trace(denoiserProgram(model, o.guidance), {
       x: { shape: [rows, c.inChannels, c.inputSize, c.inputSize], dtype: 'float32' },
       t: { shape: [rows], dtype: 'int32' },
       y: { shape: [rows], dtype: 'int32' },
-      // Attention stays in its parts: onnxruntime fuses them its own way, and they are standard ops.
-    }), [FUSION_RULES]);
+      // Below opset 23 attention stays in its parts, all of them standard ops there.
+    }), opsetFusesAttention(opset) ? INFERENCE_PHASES : [FUSION_RULES]);
   };
   const weight = (name: string) => {
     const t = values.get(name);
     if (t === undefined) throw new Error(`export: no weight ${name} among the checkpoint's ${values.size}`);
     return t.dataSync() as Float32Array | Int32Array;
   };
-  const graph = onnxGraph(graphAt(TRACE_BATCHES[0]), graphAt(TRACE_BATCHES[1]), TRACE_BATCHES, weight, `${c.variant} denoiser`);
+  const graph = onnxGraph(graphAt(TRACE_BATCHES[0]), graphAt(TRACE_BATCHES[1]), TRACE_BATCHES, weight, `${c.variant} denoiser`, '', opset);
   const meta: Record<string, string> = {
     'mdt.format': MDT_ONNX_FORMAT,
     'mdt.config': JSON.stringify(c),
@@ -69,10 +72,10 @@ export function exportOnnx(model: DiffusionModel, values: ReadonlyMap<string, tf
     'mdt.weights': o.which,
   };
   return {
-    irVersion: ONNX_IR_VERSION,
+    irVersion: ONNX_IR_VERSION[opset],
     producerName: 'mdt-ts',
     producerVersion: o.producerVersion,
-    opsetImport: [{ domain: '', version: ONNX_OPSET }],
+    opsetImport: [{ domain: '', version: opset }],
     metadataProps: Object.entries(meta).map(([key, value]) => ({ key, value })),
     graph,
   };

@@ -25,9 +25,10 @@ export function stepModel(denoiser: OnnxModel, c: ModelConfig, guidance: Guidanc
     const ints = { shape: [rows], dtype: 'int32' as const };
     return optimize(trace(updateProgram(tables, o), { x: maps(c.inChannels), k: ints, y: ints, out: maps(2 * c.inChannels), ...(noise ? { noise: maps(c.inChannels) } : {}) }));
   };
+  const opset = denoiser.opsetImport.find((d) => (d.domain ?? '') === '')?.version;
   const update = onnxGraph(graphAt(TRACE_BATCHES[0]), graphAt(TRACE_BATCHES[1]), TRACE_BATCHES, (name) => {
     throw new Error(`the sampler's update has no weights, but asks for ${name}`);
-  }, 'update', 'update/');
+  }, 'update', 'update/', opset);
   const den = denoiser.graph;
   const k = update.input.find((i) => i.name === 'k');
   if (k === undefined) throw new Error('the update graph reads no step index k');

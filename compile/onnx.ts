@@ -1,5 +1,5 @@
 /**
- * An inference graph of the IR as an ONNX graph (opset ONNX_OPSET, default domain only), with
+ * An inference graph of the IR as an ONNX graph (an opset of ONNX_OPSETS, default domain only), with
  * the batch as a dynamic axis. The IR is traced at concrete shapes, so the caller traces the
  * same program at two batch sizes: every integer of a shape attribute (reshape targets, slice
  * boxes, broadcast shapes) is then a + b·batch, read off the pair; batch-dependent ones become
@@ -12,10 +12,20 @@ import { formatShape, numel } from './ir.ts';
 import { GELU_A, GELU_B } from '../runtime/fused.ts';
 import type { OnnxAttribute, OnnxGraph, OnnxNode, OnnxTensor, OnnxValueInfo } from '../formats/onnx.ts';
 
-/** LayerNormalization is opset 17; nothing newer is used (GELU is written out). */
-export const ONNX_OPSET = 17;
-/** The IR version onnx 1.13 (the first with opset 17) writes. */
-export const ONNX_IR_VERSION = 8;
+/**
+ * The opsets export writes. 23, the default, has ONNX's Attention (the compiler's fused
+ * attention, one op per block) and Gelu (tanh form, opset 20). 17, for runtimes that predate
+ * them: attention in its parts (MatMul, Softmax, Transpose, …), GELU written out.
+ */
+export const ONNX_OPSETS = [17, 23] as const;
+export type OnnxOpset = (typeof ONNX_OPSETS)[number];
+export const ONNX_OPSET: OnnxOpset = 23;
+/** The IR version of the onnx release that introduced each opset (1.13 and 1.18). */
+export const ONNX_IR_VERSION: Record<OnnxOpset, number> = { 17: 8, 23: 11 };
+/** Attention in one op: from opset 23 the IR keeps its fused attention (INFERENCE_PHASES). */
+export const opsetFusesAttention = (opset: number) => opset >= 23;
+/** GELU in one op (Gelu, approximate = tanh): opset 20. */
+const GELU_OPSET = 20;
 
 /** TensorProto.DataType values. */
 const ONNX_DTYPE = { float32: 1, int32: 6, int64: 7, bool: 9 } as const;
@@ -51,7 +61,7 @@ function tensorBytes(dtype: OnnxDType, values: ArrayLike<number>): Uint8Array {
  * tensors, to keep them apart from another graph's. Data inputs whose leading axis follows
  * the batch get a symbolic leading dimension `rows`; `param` inputs become initializers.
  */
-export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number], weights: WeightData, name: string, prefix = ''): OnnxGraph {
+export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number], weights: WeightData, name: string, prefix = '', opset: number = ONNX_OPSET): OnnxGraph {
   const [b1, b2] = batches;
   if (g.nodes.length !== h.nodes.length || g.outputs.length !== h.outputs.length) {
     throw new OnnxExportError(`the program traces to ${g.nodes.length} nodes at batch ${b1} and ${h.nodes.length} at batch ${b2}: its structure depends on the batch size, so it has no dynamic batch axis`);
@@ -78,6 +88,8 @@ export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number]
     inits.push({ name: n, dims: [...dims], dataType: ONNX_DTYPE[dtype], rawData: values instanceof Uint8Array ? values : tensorBytes(dtype, values) });
     return n;
   };
+  // A reshape of a reshape reshapes the first one's input (onnxruntime would run both).
+  const reshapeSource: string[] = [];
   const op = (opType: string, input: readonly string[], attribute: OnnxAttribute[] = [], output = tmp(opType)): string => {
     nodes.push({ opType, input: [...input], output: [output], name: output, attribute });
     return output;
@@ -85,6 +97,7 @@ export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number]
   const intAttr = (n: string, i: number): OnnxAttribute => ({ name: n, type: 2, i });
   const floatAttr = (n: string, f: number): OnnxAttribute => ({ name: n, type: 1, f });
   const intsAttr = (n: string, ints: readonly number[]): OnnxAttribute => ({ name: n, type: 7, ints: [...ints] });
+  const stringAttr = (n: string, str: string): OnnxAttribute => ({ name: n, type: 3, s: new TextEncoder().encode(str) });
   const scalarLike = (dtype: DType, v: number) => init('c', dtype, [], [v]);
 
   // The runtime batch, an int64 [1]: the leading size of the first data input that follows it, divided by its rows per item.
@@ -180,7 +193,8 @@ export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number]
         // One batch-dependent size is left for Reshape to infer (−1); more need shape arithmetic.
         const dynamic = shape.filter((l) => l.b !== 0).length;
         const target = dynamic === 1 ? init('shape', 'int64', [shape.length], shape.map((l) => (l.b === 0 ? l.a : -1))) : sizes(shape, 'shape');
-        return op('Reshape', [x[0]!, target], [], o);
+        reshapeSource[n.id] = g.nodes[n.inputs[0]!]!.op === 'reshape' ? reshapeSource[n.inputs[0]!]! : x[0]!;
+        return op('Reshape', [reshapeSource[n.id]!, target], [], o);
       }
       case 'transpose': return op('Transpose', x, [intsAttr('perm', attr<number[]>('perm'))], o);
       case 'broadcast_to': return op('Expand', [x[0]!, sizes(shape, 'shape')], [], o);
@@ -223,7 +237,16 @@ export function onnxGraph(g: Graph, h: Graph, batches: readonly [number, number]
         const factor = op('Add', [op('Unsqueeze', [scale, axis1]), scalarLike('float32', 1)]);
         return op('Add', [op('Mul', [z, factor]), op('Unsqueeze', [shift, axis1])], [], o);
       }
+      case 'attention': {
+        if (!opsetFusesAttention(opset)) throw new OnnxExportError(`attention node ${n.id}: one op only from opset 23 (ONNX Attention); at opset ${opset} trace the graph without the attention rule`);
+        // qkv's thirds are q, k, v as (B, L, heads·hd), the layout Attention's 3-D form reads; the bias is its additive mask.
+        const heads = attr<number>('heads');
+        const thirds = [0, 1, 2].map((i) => tmp(`qkv${i}`));
+        nodes.push({ opType: 'Split', input: [x[0]!], output: thirds, name: thirds[0]!, attribute: [intAttr('axis', 2), intAttr('num_outputs', 3)] });
+        return op('Attention', [...thirds, ...x.slice(1)], [intAttr('q_num_heads', heads), intAttr('kv_num_heads', heads), floatAttr('scale', attr<number>('scale'))], o);
+      }
       case 'gelu_tanh': {
+        if (opset >= GELU_OPSET) return op('Gelu', x, [stringAttr('approximate', 'tanh')], o);
         // x·σ(x·(A + B·x²)): the tanh-form GELU, as runtime/fused.ts computes it.
         const v = x[0]!;
         const inner = op('Add', [op('Mul', [op('Mul', [v, v]), scalarLike('float32', GELU_B)]), scalarLike('float32', GELU_A)]);

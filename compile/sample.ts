@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Key } from '../dsl/random.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
+import { fastNormal } from '../runtime/native.ts';
 import { noiseFromKey, type NoiseSource } from '../mdt/diffusion/sampler.ts';
 import type { GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
@@ -168,7 +169,7 @@ export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string
   return {
     sample(labels, key, progress) {
       const b = labels.length;
-      const noise = noiseFromKey(key);
+      const noise = noiseFromKey(key, fastNormal);
       const heap = heapStatus();
       let size = b;
       if (heap !== null) {

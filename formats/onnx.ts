@@ -23,6 +23,7 @@ export interface OnnxAttribute {
   i?: number;
   f?: number;
   ints?: number[];
+  s?: Uint8Array;
 }
 export interface OnnxNode {
   opType: string;

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import fc from 'fast-check';
 import { initBackend } from '../runtime/backend.ts';
 import { registerMissingKernels } from '../runtime/kernels.ts';
-import { disableNativeKernels, enableNativeKernels, nativeCountNonFinite, nativeKernelsStatus, nativeMatMul } from '../runtime/native.ts';
+import { disableNativeKernels, enableNativeKernels, fastNormal, nativeCountNonFinite, nativeKernelsStatus, nativeMatMul } from '../runtime/native.ts';
 import { NonFiniteTally } from '../compile/checkpoint.ts';
 import { foldIn, keyFromSeed, normal } from '../dsl/random.ts';
 import { adamwUpdate, adamwUpdateList, attention, adanUpdate, emaUpdate, emaUpdateList, FUSED, gelu, geluGrad, lnModulate, lnModulateGrad, softmaxBias, softmaxGrad } from '../runtime/fused.ts';
@@ -358,6 +358,25 @@ test('NaN and ±Inf are counted natively as value by value, and a checkpoint\'s 
     }
   }));
   assert.equal(report(Float32Array.of(1, NaN, -Infinity, 2, NaN)), 'non-finite values in 1 of 1 tensors: w (2 NaN, 1 ±Inf of 5)');
+});
+
+test('fastNormal draws normal(key, n)\'s numbers natively, on 1 and 2 threads (the same bits here; one float ulp allowed)', { skip }, () => {
+  const check = (k0: number, k1: number, n: number) => {
+    const key = { k0, k1 };
+    const want = normal(key, n);
+    const got = fastNormal(key, n);
+    assert.equal(got.length, n);
+    for (let i = 0; i < n; i++) {
+      const ulp = 2 ** (Math.floor(Math.log2(Math.max(Math.abs(want[i]!), 2 ** -126))) - 23);
+      if (Math.abs(got[i]! - want[i]!) > ulp) assert.fail(`key ${k0},${k1} n ${n}: value ${i} is ${got[i]}, normal gives ${want[i]}`);
+    }
+  };
+  const words = fc.integer({ min: 0, max: 2 ** 32 - 1 });
+  for (const threads of [1, 2]) {
+    enableNativeKernels({ threads });
+    fc.assert(fc.property(words, words, fc.integer({ min: 0, max: 3000 }), check), { numRuns: 60 });
+    check(0xffffffff, 0, 40_001);
+  }
 });
 
 test('MDT_NATIVE=0 keeps the wasm kernel, other values are refused', { skip }, () => {

@@ -18,6 +18,7 @@ import { DEFAULT_FIXTURES, fixtureDirs } from '../compile/parity-cli.ts';
 import { compare, loadContext, type FixtureCase } from '../compile/parity.ts';
 import { fixtureGuidanceOptions } from '../compile/parity-cases.ts';
 import { exportOnnx } from '../compile/onnx-export.ts';
+import { ONNX_OPSETS } from '../compile/onnx.ts';
 import { openSafetensors } from '../formats/safetensors.ts';
 import { encodeOnnx, type OnnxModel } from '../formats/onnx.ts';
 import { writeSafetensors } from '../formats/safetensors.ts';
@@ -44,16 +45,16 @@ test('the exported graph of every fixture matches its forward and forward_cfg ca
     const file = await openSafetensors(join(dir, 'cases.safetensors'));
     try {
       const ctx = await loadContext(dir, file);
-      for (const c of list.filter((c) => c.kind === 'forward' || c.kind === 'forward_cfg')) {
+      for (const [c, opset] of list.filter((c) => c.kind === 'forward' || c.kind === 'forward_cfg').flatMap((c) => ONNX_OPSETS.map((o) => [c, o] as const))) {
         const guidance = fixtureGuidanceOptions(ctx, c);
-        const bytes = encodeOnnx(exportOnnx(ctx.model, ctx.weights, { guidance, which: 'fixture', producerVersion: 'test' }));
+        const bytes = encodeOnnx(exportOnnx(ctx.model, ctx.weights, { guidance, which: 'fixture', producerVersion: 'test', opset }));
         const den = await openOnnxDenoiser(bytes, `${c.name}.onnx`);
         const x = await ctx.float(c, 'x');
         const out = await den.run(x as tf.Tensor4D, await ctx.ints(c, 't'), await ctx.ints(c, 'y'));
         const { ratio } = compare((await out.data()) as Float32Array, await file.read(c.outputs['out']!), c.rtol, c.atol);
         tf.dispose([x, out]);
         await den.dispose();
-        lines.push(`${dir.split('/').pop()}/${c.name}: ${ratio.toExponential(2)} of allowed`);
+        lines.push(`${dir.split('/').pop()}/${c.name} opset ${opset}: ${ratio.toExponential(2)} of allowed`);
         assert.ok(ratio <= 1, lines.at(-1));
         checked++;
       }
@@ -63,8 +64,8 @@ test('the exported graph of every fixture matches its forward and forward_cfg ca
     }
   }
   console.log(lines.join('\n'));
-  // FORMAT.md §9: MDT v1 and v2 each have forward, forward_null_label and two forward_cfg cases; DiT three.
-  assert.equal(checked, 11);
+  // FORMAT.md §9: MDT v1 and v2 each have forward, forward_null_label and two forward_cfg cases; DiT three; each at both opsets.
+  assert.equal(checked, 11 * ONNX_OPSETS.length);
 });
 
 test('the onnx engine samples what the tfjs engine samples from the same noise (DDPM with guidance, DDIM plain)', async (t) => {
@@ -72,7 +73,7 @@ test('the onnx engine samples what the tfjs engine samples from the same noise (
   await initBackend({ prefer: 'cpu' });
   registerMissingKernels();
   const before = tf.memory().numTensors;
-  for (const [fixture, steps, sampler, scale] of [['mdt-v1-tiny', '25', 'ddpm', 3.8], ['dit-tiny', 'ddim10', 'ddim', 1]] as const) {
+  for (const [fixture, steps, sampler, scale, opset] of [['mdt-v1-tiny', '25', 'ddpm', 3.8, 23], ['dit-tiny', 'ddim10', 'ddim', 1, 17]] as const) {
     const dir = join(DEFAULT_FIXTURES, fixture);
     const file = await openSafetensors(join(dir, 'cases.safetensors'));
     const ctx = await loadContext(dir, file);
@@ -80,7 +81,7 @@ test('the onnx engine samples what the tfjs engine samples from the same noise (
     const c = ctx.config;
     const schedule = scale === 1 ? null : { kind: 'power-cosine' as const, scale, power: 4 };
     const guidance = schedule === null ? null : { schedule, channels: 'first3' as const, inChannels: c.inChannels };
-    const den = await openOnnxDenoiser(encodeOnnx(exportOnnx(ctx.model, ctx.weights, { guidance, which: 'fixture', producerVersion: 'test' })), `${fixture}.onnx`);
+    const den = await openOnnxDenoiser(encodeOnnx(exportOnnx(ctx.model, ctx.weights, { guidance, which: 'fixture', producerVersion: 'test', opset })), `${fixture}.onnx`);
     const opts = { steps, sampler, guidance: schedule, guideChannels: 'first3' as const };
     const ours = compileSampler(ctx.model, ctx.weights, opts);
     const onnx = await onnxSampler(den, opts);
@@ -90,7 +91,7 @@ test('the onnx engine samples what the tfjs engine samples from the same noise (
     assert.deepEqual(b.shape, [2, c.inChannels, c.inputSize, c.inputSize]);
     // The sampling step cases' tolerance (p_sample_step, ddim_step: rtol 1e-4, atol 1e-6 of max |x|).
     const { ratio } = compare((await b.data()) as Float32Array, { dtype: 'F32', shape: a.shape, data: (await a.data()) as Float32Array }, 1e-4, 1e-6);
-    console.log(`${fixture} ${steps}${schedule === null ? '' : ' CFG'}: onnx vs tfjs ${ratio.toExponential(2)} of allowed`);
+    console.log(`${fixture} ${steps}${schedule === null ? '' : ' CFG'} opset ${opset}: onnx vs tfjs ${ratio.toExponential(2)} of allowed`);
     assert.ok(ratio <= 1, `${fixture}: ${ratio}`);
     tf.dispose([a, b, ...ctx.weights.values()]);
     ours.dispose();
@@ -124,17 +125,26 @@ test('mdt export and mdt sample --engine onnx: the tfjs engine\'s grid; bad file
     const model = join(dir, 'model.onnx');
     const e = await cli('export', '--ckpt', ckpt, '--num-heads', '2', '--cfg-scale', '3', '--format', 'onnx', '--out', model);
     assert.equal(e.code, 0, e.err);
-    assert.match(e.out, /ONNX opset 17\): dit 8×8×1, ema weights, guidance constant w=3 on all channels/);
+    assert.match(e.out, /ONNX opset 23\): dit 8×8×1, ema weights, guidance constant w=3 on all channels/);
+    const portable = join(dir, 'model-17.onnx');
+    const e17 = await cli('export', '--ckpt', ckpt, '--num-heads', '2', '--cfg-scale', '3', '--opset', '17', '--out', portable);
+    assert.equal(e17.code, 0, e17.err);
+    assert.match(e17.out, /ONNX opset 17\)/);
+    const badOpset = await cli('export', '--ckpt', ckpt, '--num-heads', '2', '--opset', '19', '--out', join(dir, 'model-19.onnx'));
+    assert.equal(badOpset.code, 2);
+    assert.match(badOpset.err, /--opset <n>' argument '19' is invalid\. Allowed: 17, 23\./);
     const common = ['--class', '0,1,2,3', '--count', '1', '--steps', '20', '--seed', '4'];
-    const viaOnnx = await cli('sample', '--engine', 'onnx', '--ckpt', model, ...common, '--out', join(dir, 'onnx'));
-    assert.equal(viaOnnx.code, 0, viaOnnx.err);
-    assert.match(viaOnnx.out, /guidance constant w=3 on all channels \(exported in model\.onnx\), on onnxruntime/);
     const viaTfjs = await cli('sample', '--ckpt', ckpt, '--num-heads', '2', '--cfg-scale', '3', ...common, '--out', join(dir, 'tfjs'));
     assert.equal(viaTfjs.code, 0, viaTfjs.err);
-    const [p, q] = ['onnx', 'tfjs'].map((d) => PNG.sync.read(readFileSync(join(dir, d, 'grid.png'))).data);
-    assert.equal(p!.length, q!.length);
-    // 8-bit pixels of the same samples: at most one level apart (rounding at a boundary).
-    assert.ok(p!.every((v, i) => Math.abs(v - q![i]!) <= 1), 'onnx and tfjs grids differ');
+    for (const [file, out] of [[model, 'onnx'], [portable, 'onnx-17']] as const) {
+      const viaOnnx = await cli('sample', '--engine', 'onnx', '--ckpt', file, ...common, '--out', join(dir, out));
+      assert.equal(viaOnnx.code, 0, viaOnnx.err);
+      assert.match(viaOnnx.out, /guidance constant w=3 on all channels \(exported in model(-17)?\.onnx\), on onnxruntime/);
+      const [p, q] = [out, 'tfjs'].map((d) => PNG.sync.read(readFileSync(join(dir, d, 'grid.png'))).data);
+      assert.equal(p!.length, q!.length);
+      // 8-bit pixels of the same samples: at most one level apart (rounding at a boundary).
+      assert.ok(p!.every((v, i) => Math.abs(v - q![i]!) <= 1), `${out} and tfjs grids differ`);
+    }
 
     const fails = async (args: string[], code: number, pattern: RegExp) => {
       const r = await cli('sample', '--engine', 'onnx', ...args, '--out', join(dir, 'refused'));
@@ -170,7 +180,7 @@ test('mdt export and mdt sample --engine onnx: the tfjs engine\'s grid; bad file
     await fails(['--ckpt', variant('latent.onnx', (m) => {
       m.metadataProps.find((p) => p.key === 'mdt.config')!.value = JSON.stringify({ ...built.config, inChannels: 4, inputSize: 32 });
     })], 1, /latent\.onnx: its graph does not fit the model its metadata names \(dit 32×32×4\): expected input x \[rows, 4, 32, 32\], the graph has x \[batch, 1, 8, 8\] float32/);
-    await fails(['--ckpt', variant('opset.onnx', (m) => (m.opsetImport = [{ domain: '', version: 99 }]))], 1, /opset\.onnx: uses operator set 99; this engine runs the graphs mdt export writes, opset 17/);
+    await fails(['--ckpt', variant('opset.onnx', (m) => (m.opsetImport = [{ domain: '', version: 99 }]))], 1, /opset\.onnx: uses operator set 99; this engine runs the graphs mdt export writes, opset 17 or 23/);
     tf.dispose([...values.values()]);
   } finally {
     rmSync(dir, { recursive: true, force: true });

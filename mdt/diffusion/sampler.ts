@@ -13,11 +13,12 @@ export interface NoiseSource {
 /**
  * The key-driven source: x_T from split(key)[0], step k's noise from foldIn(split(key)[1], k).
  * x_T does not depend on the respacing, so one key starts every sampler from the same x_T.
+ * `draw` is normal or a faster function of the same numbers (runtime/native.ts's fastNormal).
  */
-export function noiseFromKey(key: Key): NoiseSource {
+export function noiseFromKey(key: Key, draw: (key: Key, n: number) => Float32Array = normal): NoiseSource {
   const [initialKey, stepKey] = split(key);
   return {
-    initial: (n) => normal(initialKey, n),
-    step: (k, n) => normal(foldIn(stepKey, k), n),
+    initial: (n) => draw(initialKey, n),
+    step: (k, n) => draw(foldIn(stepKey, k), n),
   };
 }

@@ -20,6 +20,7 @@
 
 #include "gemm.h"
 #include "pointwise.h"
+#include "random.h"
 
 namespace {
 
@@ -736,6 +737,24 @@ napi_value CountNonFinite(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// normal(k0, k1, out) fills out with normal(key {k0, k1}, out.length) of dsl/random.ts; pairs
+// below kParallelPairs (~35 µs of libm) stay on the calling thread.
+constexpr long kParallelPairs = 512;
+napi_value Normal(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  uint32_t k0 = 0, k1 = 0;
+  Floats out;
+  if (argc < 3 || napi_get_value_uint32(env, argv[0], &k0) != napi_ok || napi_get_value_uint32(env, argv[1], &k1) != napi_ok || !GetFloats(env, argv[2], &out)) {
+    return Throw(env, "native normal: expected (k0, k1, out Float32Array)");
+  }
+  const long n = static_cast<long>(out.length);
+  std::lock_guard<std::mutex> hold(busy);
+  ParallelFor((n + 1) / 2, kParallelPairs, [&](long b, long e) { mdt_normal(k0, k1, out.data, n, b, e); });
+  return nullptr;
+}
+
 // The 4-byte elements of a Float32Array or Int32Array (a copy does not look at them).
 bool GetWords(napi_env env, napi_value v, uint32_t** data, size_t* length) {
   bool is = false;
@@ -916,6 +935,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"stridedCopy", nullptr, StridedCopy, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"countNonFinite", nullptr, CountNonFinite, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"normal", nullptr, Normal, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

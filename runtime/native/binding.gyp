@@ -21,9 +21,9 @@
     },
     {
       "target_name": "mdt_native",
-      "sources": ["addon.cc"],
+      "sources": ["addon.cc", "random.cc"],
       "dependencies": ["kernel_avx2", "kernel_avx512", "pointwise_avx2"],
-      "cflags": ["-O3"],
+      "cflags": ["-O3", "-ffp-contract=off"],
       "libraries": ["-pthread", "-lmvec"],
       "ldflags": ["-pthread"]
     }

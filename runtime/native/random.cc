@@ -1,0 +1,50 @@
+// dsl/random.ts's normal() in C: Philox4x32-10 on the data stream's counters, 53-bit uniforms,
+// Box–Muller in double. The same integer steps, and libm's log/cos/sin where JS has V8's (both
+// within an ulp of exact, so the float32 results agree but for a rare last-bit rounding).
+// Built without -ffast-math or FMA contraction, which would change the rounding.
+#include <cmath>
+#include <cstdint>
+
+#include "random.h"
+
+namespace {
+
+constexpr uint32_t kM0 = 0xd2511f53u, kM1 = 0xcd9e8d57u, kW0 = 0x9e3779b9u, kW1 = 0xbb67ae85u;
+
+void Philox(uint32_t c[4], uint32_t k0, uint32_t k1) {
+  for (int r = 0; r < 10; ++r) {
+    if (r > 0) {
+      k0 += kW0;
+      k1 += kW1;
+    }
+    const uint64_t p0 = static_cast<uint64_t>(kM0) * c[0];
+    const uint64_t p1 = static_cast<uint64_t>(kM1) * c[2];
+    const uint32_t c1 = c[1], c3 = c[3];
+    c[0] = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    c[1] = static_cast<uint32_t>(p1);
+    c[2] = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c[3] = static_cast<uint32_t>(p0);
+  }
+}
+
+double Uniform53(uint32_t hi, uint32_t lo) {
+  return (static_cast<double>(hi >> 5) * 67108864.0 + static_cast<double>(lo >> 6)) * 0x1p-53;
+}
+
+}  // namespace
+
+void mdt_normal(uint32_t k0, uint32_t k1, float* out, long n, long p0, long p1) {
+  constexpr uint32_t kDomainData = 0;
+  const double two_pi = 2 * M_PI;
+  for (long p = p0; p < p1 && 2 * p < n; ++p) {
+    uint32_t c[4] = {static_cast<uint32_t>(p), static_cast<uint32_t>(static_cast<uint64_t>(p) >> 32), kDomainData, 0};
+    Philox(c, k0, k1);
+    const double u0 = Uniform53(c[0], c[1]), u1 = Uniform53(c[2], c[3]);
+    const double r = std::sqrt(-2 * std::log(1 - u0));
+    const double theta = two_pi * u1;
+    double sin_theta, cos_theta;
+    sincos(theta, &sin_theta, &cos_theta);  // glibc: sin's and cos's values, in one reduction
+    out[2 * p] = static_cast<float>(r * cos_theta);
+    if (2 * p + 1 < n) out[2 * p + 1] = static_cast<float>(r * sin_theta);
+  }
+}
