@@ -540,13 +540,15 @@ export function nativeCountNonFinite(x: Float32Array): number | null {
 }
 
 /**
- * dsl/random.ts's normal(key, n), by the addon when it is built (~20× faster: it is most of the
- * onnx engine's per-step work outside onnxruntime), else by normal itself. The two agree value
- * for value but for a rare last-bit rounding of libm's log/cos/sin against V8's. Any backend.
+ * dsl/random.ts's normal(key, n), by the addon when it is built (~3× faster on one thread, ~5× on
+ * two: it was most of the onnx engine's per-step work outside onnxruntime), else by normal
+ * itself, which also gives the errors for a bad key or count. The two agree value for value but
+ * for a rare last-bit rounding of libm's log/sincos against V8's. Any backend.
  */
 export function fastNormal(key: Key, n: number): Float32Array {
   const l = process.env.MDT_NATIVE?.trim() === '0' ? null : load();
-  if (l === null || !l.ok || !Number.isInteger(n) || n < 0) return normal(key, n);
+  const valid = key !== null && typeof key === 'object' && key.k0 >>> 0 === key.k0 && key.k1 >>> 0 === key.k1 && Number.isInteger(n) && n >= 0 && n < 2 ** 31;
+  if (l === null || !l.ok || !valid) return normal(key, n);
   const out = new Float32Array(n);
   l.addon.normal(key.k0, key.k1, out);
   return out;

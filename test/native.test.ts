@@ -377,6 +377,9 @@ test('fastNormal draws normal(key, n)\'s numbers natively, on 1 and 2 threads (t
     fc.assert(fc.property(words, words, fc.integer({ min: 0, max: 3000 }), check), { numRuns: 60 });
     check(0xffffffff, 0, 40_001);
   }
+  // A bad key or count gets normal's own error, not the addon's.
+  assert.throws(() => fastNormal({ k0: -1, k1: 0 }, 4), /^TypeError: normal: expected a Key \{k0, k1\} of two uint32 words/);
+  assert.throws(() => fastNormal({ k0: 1, k1: 2 }, 2.5), /^RangeError: normal: expected n to be an integer in \[0, 2147483647\], got 2\.5/);
 });
 
 test('MDT_NATIVE=0 keeps the wasm kernel, other values are refused', { skip }, () => {

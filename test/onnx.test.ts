@@ -1,6 +1,6 @@
 /**
  * ONNX export and the onnxruntime engine: every golden fixture's forward and forward_cfg cases
- * through the exported graph on onnxruntime-node, within the case's tolerance, at the case's
+ * through the exported graph (at each opset export writes) on onnxruntime-node, within the case's tolerance, at the case's
  * batch (the file's batch axis is dynamic); bad files refused with a sentence. Skipped, with the
  * reason, where the optional onnxruntime-node is not installed.
  */
