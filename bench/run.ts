@@ -4,8 +4,10 @@
 //
 // The project side by side with the official code's PyTorch port (bench/pytorch), in one run:
 //
-//   * main-job training step: the `npm start` model (MDT v1 d4 D96, 4 heads, patch 4, 32×32×1,
-//     10 classes, decode layer 1), batch 32, full + masked branch, AdamW + EMA;
+//   * main-job training step: the pixel MDT at `npm start`'s size (MDT v1 d4 D96, 4 heads, patch 4,
+//     32×32×1, 10 classes, decode layer 1; the main job's model until it became a DiT of that
+//     size, kept here as the heavier of the two and the series' baseline), batch 32, full +
+//     masked branch, AdamW + EMA;
 //   * main-job sampling: 250 respaced DDPM steps of 2 images with CFG (constant w = 4; 4 rows with
 //     the null half), timed end to end; and the same on `mdt sample --engine onnx`'s path (the
 //     guided denoiser exported to ONNX, run by onnxruntime-node; the update on tfjs);

@@ -56,6 +56,8 @@ export interface TrainRunOptions {
   readonly cfgScale: number;
   readonly flip: boolean;
   readonly maskedBranch?: boolean;
+  /** See TrainOptions.minSnrGamma (absent: the variant's recipe). */
+  readonly minSnrGamma?: number | null;
   /** Checkpoints kept: the newest `keep`, and every `milestoneEvery`-th step's for good. */
   readonly keep?: number;
   readonly milestoneEvery?: number;
@@ -86,11 +88,13 @@ export interface TrainRunResult {
 }
 
 function runRecord(o: TrainRunOptions, c: ModelConfig, dataset: string): Record<string, unknown> {
-  return { model: o.model, config: c, dataset, batchSize: o.batchSize, optimizer: o.optimizer, emaDecay: o.emaDecay, seed: o.seed, flip: o.flip, maskedBranch: o.maskedBranch ?? true };
+  return { model: o.model, config: c, dataset, batchSize: o.batchSize, optimizer: o.optimizer, emaDecay: o.emaDecay, seed: o.seed, flip: o.flip, maskedBranch: o.maskedBranch ?? true,
+    // Recorded only when asked for, so that runs from before the flag resume as they were.
+    ...(o.minSnrGamma !== undefined && { minSnrGamma: o.minSnrGamma }) };
 }
 
 /** The options that must match for a resumed run to continue the same computation. */
-const RESUME_FIELDS = ['model', 'config', 'dataset', 'batchSize', 'optimizer', 'emaDecay', 'seed', 'flip', 'maskedBranch'] as const;
+const RESUME_FIELDS = ['model', 'config', 'dataset', 'batchSize', 'optimizer', 'emaDecay', 'seed', 'flip', 'maskedBranch', 'minSnrGamma'] as const;
 
 /**
  * run.json is the run's contract from the moment it exists: a new run never replaces one, and a
@@ -206,7 +210,7 @@ export async function trainRun(o: TrainRunOptions, data: TrainData, hooks: Train
   if (!o.resume) await writeFileAtomic(logPath, '');
   await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify(record, null, 1));
 
-  const baseOpts: TrainOptions = { optimizer: o.optimizer, emaDecay: o.emaDecay, maskedBranch: o.maskedBranch ?? true };
+  const baseOpts: TrainOptions = { optimizer: o.optimizer, emaDecay: o.emaDecay, maskedBranch: o.maskedBranch ?? true, ...(o.minSnrGamma !== undefined && { minSnrGamma: o.minSnrGamma }) };
   /** A trainer from a checkpoint (its tensors are consumed) or from the seed's initial weights. */
   const compileFrom = (from: LoadedCheckpoint | null): Trainer => {
     const initial = from?.model ?? initParams(model.params, initKey);

@@ -22,6 +22,11 @@ export interface TrainOptions {
   readonly diffusionSteps?: number;
   /** Train the masked branch (MDT); ignored for DiT. Default true. */
   readonly maskedBranch?: boolean;
+  /**
+   * γ of the min-SNR weighting of the MSE term (Hang et al. 2023), null for none; absent: the
+   * variant's official recipe (5 for MDTv2, none for DiT and MDT v1).
+   */
+  readonly minSnrGamma?: number | null;
   /** Resume: EMA values and optimizer state saved by a checkpoint (default: EMA = weights, fresh optimizer). */
   readonly resume?: { readonly ema: ReadonlyMap<string, tf.Tensor>; readonly optimizerStep: number; readonly optimizerSlots: ReadonlyMap<string, tf.Tensor> };
 }
@@ -78,7 +83,7 @@ export function compileTraining(model: DiffusionModel, initial: ReadonlyMap<stri
   const c = model.config;
   const tables = respacedTables(opts.diffusionSteps ?? 1000, '');
   const masked = c.variant !== 'dit' && (opts.maskedBranch ?? true);
-  const minSnrGamma = c.variant === 'mdt-v2' ? 5 : undefined;
+  const minSnrGamma = opts.minSnrGamma === undefined ? (c.variant === 'mdt-v2' ? 5 : undefined) : (opts.minSnrGamma ?? undefined);
   const { params, trainable } = trainingParams(model.params, initial, 'compileTraining');
   const wrt = [...trainable.keys()];
   const branch = (isMasked: boolean): Jitted =>

@@ -28,6 +28,8 @@ const d = TRAIN_DEFAULTS;
 const evaluator = await trainingEvaluator('fashion-mnist', { samples, steps: d.sampleSteps, cfgScale: d.cfgScale, seed: 0 });
 interface Point { readonly step: number; readonly seconds: number; readonly fid: number; readonly accuracy: number }
 const results: { model: string; points: Point[] }[] = [];
+// The main job's size for both; the MDT with one decoder block (the main job's model until DiT replaced it).
+const sizeOf = (model: string) => (model.startsWith('MDT') ? { ...d.overrides, decodeLayer: 1 } : d.overrides);
 for (const model of ['MDT-S/2', 'DiT-S/2']) {
   const runDir = join(out, model.replace('/', '_'));
   await rm(runDir, { recursive: true, force: true });
@@ -35,7 +37,7 @@ for (const model of ['MDT-S/2', 'DiT-S/2']) {
   // Wall-clock of training only: the evaluations are paused out of it.
   let trainSeconds = 0, since = performance.now();
   await trainRun({
-    model, overrides: d.overrides, batchSize: d.batchSize, steps, optimizer: { kind: 'adamw', lr: d.lr, schedule: lrSchedule({ lrSchedule: d.lrSchedule, steps }) }, emaDecay: d.ema, seed: 0,
+    model, overrides: sizeOf(model), batchSize: d.batchSize, steps, optimizer: { kind: 'adamw', lr: d.lr, schedule: lrSchedule({ lrSchedule: d.lrSchedule, steps }) }, emaDecay: d.ema, seed: 0,
     outDir: runDir, resume: false, logEvery: d.logEvery, sampleEvery: steps, checkpointEvery: steps, sampleSteps: d.sampleSteps, cfgScale: d.cfgScale,
     flip: flipsByDefault('fashion-mnist'), evalEvery: every,
   }, { name: 'fashion-mnist', train }, {
@@ -48,7 +50,7 @@ for (const model of ['MDT-S/2', 'DiT-S/2']) {
       return r;
     },
   });
-  results.push({ model: modelLabel(model, namedConfig(model, d.overrides)), points });
+  results.push({ model: modelLabel(model, namedConfig(model, sizeOf(model))), points });
 }
 evaluator.dispose();
 

@@ -86,7 +86,7 @@ test('train, resume, sample, inpaint: the files a run promises', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mdt-cli-'));
   try {
     const run = join(dir, 'run');
-    const tiny = ['--data', 'mnist', '--image-size', '16', '--depth', '2', '--hidden-size', '32', '--num-heads', '2', '--patch-size', '4', '--decode-layer', '1'];
+    const tiny = ['--model', 'MDT-S/2', '--data', 'mnist', '--image-size', '16', '--depth', '2', '--hidden-size', '32', '--num-heads', '2', '--patch-size', '4', '--decode-layer', '1'];
     const t = await cli('train', ...tiny, '--batch-size', '4', '--steps', '4', '--log-every', '2', '--ckpt-every', '2', '--sample-every', '4', '--sample-steps', 'ddim5', '--out', run);
     assert.equal(t.code, 0, t.err);
     assert.match(t.out, /train 4\/4 steps \| loss \d\.\d{4} \| m_loss \d\.\d{4} \| [\d.]+ steps\/s \| ETA /);
@@ -108,6 +108,30 @@ test('train, resume, sample, inpaint: the files a run promises', async () => {
     const badWarmup = await cli('train', ...tiny, '--steps', '4', '--warmup', '4', '--out', join(dir, 'warm'));
     assert.equal(badWarmup.code, 2);
     assert.match(badWarmup.err, /--warmup 4: the cosine decay \(to step 4, --lr-decay-steps\) must end after the warm-up/);
+
+    // A named model keeps its official recipe (no min-SNR for MDT v1), and a resume cannot change it.
+    const runRecord = (d: string) => JSON.parse(readFileSync(join(d, 'run.json'), 'utf8')) as { model: string; minSnrGamma?: number | null };
+    assert.equal(runRecord(run).minSnrGamma, undefined);
+    const otherSnr = await cli('train', '--out', run, '--resume', '--min-snr', '3');
+    assert.equal(otherSnr.code, 2);
+    assert.match(otherSnr.err, /minSnrGamma was undefined, now 3/);
+    // The default --model is the main job's DiT with min-SNR-5; --min-snr 0 turns it off. Same seed,
+    // same first batch (16 timesteps, some below t ≈ 130, where SNR > 5 and the weight is < 1):
+    // the first step's vb is the same, its weighted mse is not.
+    const mainJob = ['--data', 'mnist', '--image-size', '16', '--depth', '2', '--hidden-size', '32', '--num-heads', '2', '--batch-size', '16', '--steps', '1', '--log-every', '1', '--sample-every', '1', '--sample-steps', 'ddim2'];
+    const firstStep = async (name: string, ...extra: string[]) => {
+      const r = await cli('train', ...mainJob, ...extra, '--out', join(dir, name));
+      assert.equal(r.code, 0, r.err);
+      assert.doesNotMatch(r.out, /m_loss/);
+      return JSON.parse(readFileSync(join(dir, name, 'log.jsonl'), 'utf8').trim()) as { mse: number; vb: number };
+    };
+    const weighted = await firstStep('main-snr');
+    const plain = await firstStep('main-plain', '--min-snr', '0');
+    assert.equal(runRecord(join(dir, 'main-snr')).model, 'DiT-S/2');
+    assert.equal(runRecord(join(dir, 'main-snr')).minSnrGamma, 5);
+    assert.equal(runRecord(join(dir, 'main-plain')).minSnrGamma, null);
+    assert.equal(weighted.vb, plain.vb);
+    assert.ok(weighted.mse < plain.mse, `min-SNR weights are ≤ 1: ${weighted.mse} vs ${plain.mse}`);
 
     const samples = join(dir, 'samples');
     const s = await cli('sample', '--ckpt', run, '--class', '3,5,7', '--count', '2', '--steps', 'ddim5', '--out', samples);

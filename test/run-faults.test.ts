@@ -20,7 +20,7 @@ import { cli } from './cli-capture.ts';
 import { syntheticDataset } from './synthetic-dataset.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const TINY = ['--data', 'mnist', '--image-size', '16', '--depth', '2', '--hidden-size', '32', '--num-heads', '2', '--patch-size', '4', '--decode-layer', '1', '--batch-size', '4', '--log-every', '1', '--sample-every', '1000', '--sample-steps', 'ddim2'];
+const TINY = ['--model', 'MDT-S/2', '--data', 'mnist', '--image-size', '16', '--depth', '2', '--hidden-size', '32', '--num-heads', '2', '--patch-size', '4', '--decode-layer', '1', '--batch-size', '4', '--log-every', '1', '--sample-every', '1000', '--sample-steps', 'ddim2'];
 const train = (out: string, ...more: string[]) => cli('train', ...TINY, '--out', out, ...more);
 
 function withDir(name: string, body: (dir: string, t: TestContext) => Promise<void>): (t: TestContext) => Promise<void> {
@@ -235,7 +235,7 @@ test('run.json is the contract: a resume with other flags is refused before any 
   rmSync(join(run, 'cli.json'));
   const defaults = await cli('train', '--out', run, '--resume');
   assert.equal(defaults.code, 2, 'without cli.json the defaults are not this run');
-  assert.match(defaults.err, /cannot resume .*: config was/);
+  assert.match(defaults.err, /cannot resume .*: model was "MDT-S\/2", now "DiT-S\/2"; config was/);
   assert.equal(readFileSync(join(run, 'run.json'), 'utf8'), runJson, 'refusals leave run.json alone');
 
   writeFileSync(join(run, 'cli.json'), cliJson);
