@@ -33,7 +33,7 @@ import type { DiffusionModel } from '../mdt/trunk.ts';
  * The defaults are the main job (`npm start`): a small DiT on Fashion-MNIST padded to 32×32,
  * 8×8 tokens of 4×4 pixels, sized to train in under 10 minutes on a 2-core CPU (wasm backend).
  * A DiT rather than an MDT: at this size and budget an MDT step (full + masked branch) costs
- * 2.2× a DiT step and does not learn more per step (README, "How these defaults were chosen").
+ * 2.1× a DiT step and does not learn more per step (README, "How these defaults were chosen").
  * The EMA decay is short (0.99) because the run is short: at 0.9999 the EMA would still be
  * mostly the initial weights after a few hundred steps.
  */
