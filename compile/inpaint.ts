@@ -82,7 +82,7 @@ export function inpaint(model: DiffusionModel, values: ReadonlyMap<string, tf.Te
   const K = tables.T;
   const switchAt = K - Math.round(o.switchFraction * K);
   const [initKey, stepKey, renoiseKey] = split(o.key, 3) as [Key, Key, Key];
-  const noise: NoiseSource = { initial: (n) => normal(initKey, n), step: (k, n) => normal(foldIn(stepKey, k), n) };
+  const noise: NoiseSource = { initial: (n, from) => normal(initKey, n, from), step: (k, n, from) => normal(foldIn(stepKey, k), n, from) };
   const shape: [number, number, number, number] = [rows, ch, h, w];
   const n = rows * ch * h * w;
 

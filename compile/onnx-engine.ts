@@ -5,7 +5,8 @@
  * ONNX, one of another model, an operator set this engine was not written for — so each
  * mistake gets a sentence rather than a runtime's stack. Sampling appends the sampler's update
  * (DDPM or DDIM, traced from the tfjs engine's own code) to the file's graph, so each step is one
- * onnxruntime call. Environment: MDT_ONNX_PROVIDERS, MDT_ONNX_THREADS (sessionOptions).
+ * onnxruntime call. Environment: MDT_ONNX_PROVIDERS (providers), MDT_ONNX_THREADS and
+ * MDT_ONNX_GROUPS (compile/onnx-pool.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
@@ -14,13 +15,13 @@ import type { Key } from '../dsl/random.ts';
 import { validateConfig, type ModelConfig } from '../mdt/config.ts';
 import type { GuidanceOptions } from '../mdt/diffusion/cfg.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
-import { fastNormal } from '../runtime/native.ts';
-import { noiseFromKey } from '../mdt/diffusion/sampler.ts';
 import { MDT_ONNX_FORMAT, type MdtOnnxMeta } from './onnx-export.ts';
 import { ONNX_OPSET, ONNX_OPSETS } from './onnx.ts';
 import { needsStepNoise } from './model-graph.ts';
 import { stepModel, type UpdateOptions } from './onnx-step.ts';
-import { guidedLabels, takeImages, type SamplerOptions } from './sample.ts';
+import { splitImages } from './onnx-group.ts';
+import { groupCount, onnxPool, poolSettings, threadsPerGroup, type OnnxPool } from './onnx-pool.ts';
+import { guidedLabels, type SamplerOptions } from './sample.ts';
 import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
 import { decodeOnnx, encodeOnnx, OnnxFileError, readOnnxInfo, type OnnxFileInfo, type OnnxTensorInfo } from '../formats/onnx.ts';
 
@@ -68,20 +69,21 @@ async function loadOrt(): Promise<typeof Ort> {
 export interface OnnxDenoiser extends MdtOnnxMeta {
   /** Runs the network on rows (x, t, y); the output is the caller's. */
   run(x: tf.Tensor4D, t: Int32Array, y: Int32Array): Promise<tf.Tensor4D>;
-  /** A session on the file's graph with the sampler's update appended (compile/onnx-step.ts). */
-  stepSession(tables: DiffusionTables, o: UpdateOptions): Promise<Ort.InferenceSession>;
+  /**
+   * The file's graph with the sampler's update appended (compile/onnx-step.ts), on a pool of
+   * sessions (compile/onnx-pool.ts), one opened already; `groups(images)` is how many a call uses.
+   */
+  stepPool(tables: DiffusionTables, o: UpdateOptions): Promise<{ pool: OnnxPool; groups(images: number): number; threads(groups: number): number }>;
   dispose(): Promise<void>;
 }
 
-/**
- * Session options: execution providers from MDT_ONNX_PROVIDERS (a comma list such as
- * "cuda,cpu"; default cpu), intra-op threads from MDT_ONNX_THREADS (default: every core).
- */
-function sessionOptions(): Ort.InferenceSession.SessionOptions {
-  const providers = (process.env.MDT_ONNX_PROVIDERS ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '');
-  const threads = Number(process.env.MDT_ONNX_THREADS ?? '');
-  return { executionProviders: providers.length > 0 ? providers : ['cpu'], graphOptimizationLevel: 'all', ...(Number.isInteger(threads) && threads > 0 ? { intraOpNumThreads: threads } : {}) };
+/** Execution providers from MDT_ONNX_PROVIDERS (a comma list such as "cuda,cpu"; default cpu). */
+function providers(): string[] {
+  const list = (process.env.MDT_ONNX_PROVIDERS ?? '').split(',').map((p) => p.trim()).filter((p) => p !== '');
+  return list.length > 0 ? list : ['cpu'];
 }
+
+const sessionOptions = (threads: number): Ort.InferenceSession.SessionOptions => ({ executionProviders: providers(), graphOptimizationLevel: 'all', intraOpNumThreads: threads });
 
 /** Reads, checks and opens the file `path`. */
 export async function openOnnxFile(path: string): Promise<OnnxDenoiser> {
@@ -98,9 +100,10 @@ export async function openOnnxFile(path: string): Promise<OnnxDenoiser> {
 export async function openOnnxDenoiser(bytes: Uint8Array, path: string): Promise<OnnxDenoiser> {
   const meta = checkMdtOnnx(readOnnxInfo(bytes, path), path);
   const ort = await loadOrt();
-  const open = async (model: Uint8Array, what: string) => {
+  const settings = poolSettings(process.env, providers());
+  const open = async (model: Uint8Array, what: string, threads = settings.threads) => {
     try {
-      return await ort.InferenceSession.create(model, sessionOptions());
+      return await ort.InferenceSession.create(model, sessionOptions(threads));
     } catch (e) {
       throw new OnnxFileError(`${path}: onnxruntime ${ort.env.versions.node ?? ''} cannot load ${what}: ${(e as Error).message}`);
     }
@@ -122,41 +125,40 @@ export async function openOnnxDenoiser(bytes: Uint8Array, path: string): Promise
       out.dispose();
       return tf.tensor4d(data, [rows, 2 * c.inChannels, c.inputSize, c.inputSize]);
     },
-    stepSession: (tables, o) => open(encodeOnnx(stepModel(decodeOnnx(bytes), c, meta.guidance, tables, o)), `its graph with the ${o.sampler} update appended`),
+    async stepPool(tables, o) {
+      const model = encodeOnnx(stepModel(decodeOnnx(bytes), c, meta.guidance, tables, o));
+      const pool = onnxPool(ort, model, (threads) => open(model, `its graph with the ${o.sampler} update appended`, threads), sessionOptions);
+      const groups = (images: number) => groupCount(settings, images, model.length);
+      const threads = (g: number) => threadsPerGroup(settings, g);
+      // This thread's session for the most groups a call can have.
+      await pool.warm(threads(groups(Infinity)));
+      return { pool, groups, threads };
+    },
     dispose: () => session.release(),
   };
 }
 
 /**
  * The sampler of an ONNX denoiser: one onnxruntime call per step (the file's network and the
- * update, compile/onnx-step.ts), on the tfjs engine's noise (noiseFromKey), so that both engines
- * sample the same images from the same key.
+ * update, compile/onnx-step.ts), the images split into groups over the engine's threads
+ * (compile/onnx-pool.ts), on the tfjs engine's noise (noiseFromKey), so that both engines and any
+ * grouping sample the same images from the same key.
  */
 export async function onnxSampler(den: OnnxDenoiser, opts: Omit<SamplerOptions, 'guidance' | 'guideChannels'>) {
-  const ort = await loadOrt();
   const c = den.config;
   const tables = respacedTables(opts.diffusionSteps ?? 1000, opts.steps);
   const o = { sampler: opts.sampler, eta: opts.eta ?? 0 };
-  const session = await den.stepSession(tables, o);
+  const { pool, groups, threads } = await den.stepPool(tables, o);
+  const image = [c.inChannels, c.inputSize, c.inputSize] as const;
+  const per = image[0] * image[1] * image[2];
   return {
     async sample(labels: Int32Array, key: Key, progress?: (done: number, total: number) => void): Promise<tf.Tensor4D> {
-      const y = guidedLabels(labels, c.numClasses, den.guidance !== null);
-      const shape = [y.length, c.inChannels, c.inputSize, c.inputSize] as [number, number, number, number];
-      const n = shape.reduce((a, b) => a * b, 1);
-      const noise = noiseFromKey(key, fastNormal);
-      const ys = new ort.Tensor('int32', y, [y.length]);
-      const k = new Int32Array(y.length);
-      let x = noise.initial(n);
-      for (let step = tables.T - 1; step >= 0; step--) {
-        const feeds: Record<string, Ort.Tensor> = { x: new ort.Tensor('float32', x, shape), k: new ort.Tensor('int32', k.fill(step), [y.length]), y: ys };
-        if (needsStepNoise(o)) feeds['noise'] = new ort.Tensor('float32', noise.step(step, n), shape);
-        const r = await session.run(feeds);
-        x = Float32Array.from(r['x_prev']!.data as Float32Array);
-        r['x_prev']!.dispose();
-        progress?.(tables.T - step, tables.T);
-      }
-      return takeImages(tf.tensor4d(x, shape), labels.length);
+      const parts = splitImages(labels.length, groups(labels.length));
+      const jobs = parts.map((p) => ({ ...p, key, image, labels: guidedLabels(labels.subarray(p.first, p.first + p.images), c.numClasses, den.guidance !== null), steps: tables.T, noisy: needsStepNoise(o) }));
+      const out = new Float32Array(labels.length * per);
+      if (jobs.length > 0) (await pool.run(jobs, threads(jobs.length), progress)).forEach((x, i) => out.set(x, parts[i]!.first * per));
+      return tf.tensor4d(out, [labels.length, ...image]);
     },
-    dispose: () => session.release(),
+    dispose: () => pool.dispose(),
   };
 }

@@ -8,7 +8,7 @@ import type { Key } from '../dsl/random.ts';
 import type { DiffusionModel } from '../mdt/trunk.ts';
 import { respacedTables } from '../mdt/diffusion/respace.ts';
 import { fastNormal } from '../runtime/native.ts';
-import { noiseFromKey, type NoiseSource } from '../mdt/diffusion/sampler.ts';
+import { noiseFromKey, rowsOfNoise, type NoiseSource } from '../mdt/diffusion/sampler.ts';
 import type { GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import type { DiffusionTables } from '../mdt/diffusion/schedule.ts';
 import { jit, type Jitted } from './trace.ts';
@@ -103,28 +103,6 @@ export function sampleLoop(run: StepRunner, tables: DiffusionTables, shape: [num
 }
 
 /**
- * `noise` as a batch of `rows` rows of `per` values each sees it, taking only rows `ranges`
- * [from, to) of it: a part of a split batch gets exactly the noise its rows have in the whole.
- */
-export function rowsOfNoise(noise: NoiseSource, rows: number, per: number, ranges: readonly (readonly [number, number])[]): NoiseSource {
-  const size = ranges.reduce((a, [from, to]) => a + (to - from) * per, 0);
-  const pick = (all: Float32Array, n: number): Float32Array => {
-    if (n !== size) throw new Error(`rowsOfNoise: asked for ${n} values, the rows hold ${size}`);
-    const out = new Float32Array(size);
-    let at = 0;
-    for (const [from, to] of ranges) {
-      out.set(all.subarray(from * per, to * per), at);
-      at += (to - from) * per;
-    }
-    return out;
-  };
-  return {
-    initial: (n) => pick(noise.initial(rows * per), n),
-    step: (k, n) => pick(noise.step(k, rows * per), n),
-  };
-}
-
-/**
  * The rows the network runs for `labels` after checking them: with guidance, CFG's 2B rows
  * [labels; null label] (the guided step keeps both halves' inputs identical).
  */
@@ -158,7 +136,7 @@ export function compileSampler(model: DiffusionModel, values: ReadonlyMap<string
     const n = to - from;
     const y = guidedLabels(part, c.numClasses, guidance !== null);
     const ranges: [number, number][] = guidance === null ? [[from, to]] : [[from, to], [b + from, b + to]];
-    const partNoise = rowsOfNoise(noise, rowsOf(b), per, ranges);
+    const partNoise = rowsOfNoise(noise, per, ranges);
     const runner = stepRunner(compiled, y, partNoise);
     try {
       return takeImages(sampleLoop(runner.run, tables, [y.length, ...sample], partNoise, progress), n);

@@ -135,11 +135,12 @@ export function foldIn(key: Key, data: number): Key {
 }
 
 /** The first `count` words of the key's data stream. */
-function words(key: Key, count: number): Uint32Array {
+function words(key: Key, count: number, firstBlock = 0): Uint32Array {
   const blocks = Math.ceil(count / 4);
   const buf = new Uint32Array(blocks * 4);
-  for (let b = 0; b < blocks; b++) {
-    philoxInto(b >>> 0, Math.floor(b / TWO32), DOMAIN_DATA, 0, key.k0, key.k1, buf, b * 4);
+  for (let i = 0; i < blocks; i++) {
+    const b = firstBlock + i;
+    philoxInto(b >>> 0, Math.floor(b / TWO32), DOMAIN_DATA, 0, key.k0, key.k1, buf, i * 4);
   }
   return count === buf.length ? buf : buf.subarray(0, count);
 }
@@ -193,19 +194,28 @@ export function uniform64(key: Key, n: number): Float64Array {
   return out;
 }
 
-export function normal(key: Key, n: number): Float32Array {
+/**
+ * The n values from index `from` (default 0) of the key's stream of standard normals: pair p of
+ * the stream comes from Philox block p alone, so normal(key, a + b) is normal(key, a) followed by
+ * normal(key, b, a), and a part of a batch draws only its own values.
+ */
+export function normal(key: Key, n: number, from = 0): Float32Array {
   assertKey(key, 'normal');
   assertCount(n, 'normal');
-  const pairs = Math.ceil(n / 2);
+  assertCount(from, 'normal', 'from');
+  const p0 = Math.floor(from / 2);
+  const pairs = Math.ceil((from + n) / 2) - p0;
   const u = new Float64Array(2 * pairs);
-  fillUniform64(words(key, 4 * pairs), u);
+  fillUniform64(words(key, 4 * pairs, p0), u);
   const out = new Float32Array(n);
-  for (let p = 0; p < pairs; p++) {
+  for (let i = 0; i < pairs; i++) {
     // 1 - u lies in (0, 1], so the log is finite.
-    const r = Math.sqrt(-2 * Math.log(1 - u[2 * p]));
-    const theta = 2 * Math.PI * u[2 * p + 1];
-    out[2 * p] = r * Math.cos(theta);
-    if (2 * p + 1 < n) out[2 * p + 1] = r * Math.sin(theta);
+    const r = Math.sqrt(-2 * Math.log(1 - u[2 * i]));
+    const theta = 2 * Math.PI * u[2 * i + 1];
+    // Pair p0 + i is values 2(p0 + i) and the next: an odd `from` starts at the second.
+    const at = 2 * (p0 + i) - from;
+    if (at >= 0) out[at] = r * Math.cos(theta);
+    if (at + 1 < n) out[at + 1] = r * Math.sin(theta);
   }
   return out;
 }

@@ -66,7 +66,8 @@ interface Addon {
   adan(...args: [...Float32Array[], Float64Array]): void;
   ema(e: Float32Array, p: Float32Array, out: Float32Array, h: Float64Array): void;
   countNonFinite(x: Float32Array): number;
-  normal(k0: number, k1: number, out: Float32Array): void;
+  normal(k0: number, k1: number, out: Float32Array, from: number): void;
+  readonly api?: number;
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, shape: Int32Array, aStride: Int32Array, bStride: Int32Array): void;
   stridedCopy(x: Float32Array | Int32Array, out: Float32Array | Int32Array, shape: Int32Array, stride: Int32Array, base: number): void;
 }
@@ -90,6 +91,9 @@ function parseIsa(): Isa {
 }
 
 /** Loads the addon once and picks its kernel; the reason says why not when it cannot. */
+/** The version of the addon's function signatures this file calls (addon.cc's kAddonApi). */
+const ADDON_API = 2;
+
 function load(): Loaded {
   if (loaded !== null) return loaded;
   const path = fileURLToPath(ADDON_URL);
@@ -104,6 +108,10 @@ function load(): Loaded {
     addon = createRequire(import.meta.url)(path) as Addon;
   } catch (e) {
     loaded = { ok: false, reason: `native addon failed to load: ${e instanceof Error ? e.message : String(e)}` };
+    return loaded;
+  }
+  if (addon.api !== ADDON_API) {
+    loaded = { ok: false, reason: `native addon is older than its source (its functions' version ${addon.api ?? 1}, expected ${ADDON_API}); rebuild with \`node runtime/native/build.mjs\`` };
     return loaded;
   }
   const want = parseIsa();
@@ -540,17 +548,18 @@ export function nativeCountNonFinite(x: Float32Array): number | null {
 }
 
 /**
- * dsl/random.ts's normal(key, n), by the addon when it is built (~3× faster on one thread, ~5× on
- * two: it was most of the onnx engine's per-step work outside onnxruntime), else by normal
+ * dsl/random.ts's normal(key, n, from), by the addon when it is built (~3× faster on one thread,
+ * ~5× on two: it was most of the onnx engine's per-step work outside onnxruntime), else by normal
  * itself, which also gives the errors for a bad key or count. The two agree value for value but
  * for a rare last-bit rounding of libm's log/sincos against V8's. Any backend.
  */
-export function fastNormal(key: Key, n: number): Float32Array {
+export function fastNormal(key: Key, n: number, from = 0): Float32Array {
   const l = process.env.MDT_NATIVE?.trim() === '0' ? null : load();
-  const valid = key !== null && typeof key === 'object' && key.k0 >>> 0 === key.k0 && key.k1 >>> 0 === key.k1 && Number.isInteger(n) && n >= 0 && n < 2 ** 31;
-  if (l === null || !l.ok || !valid) return normal(key, n);
+  const count = (v: number) => Number.isInteger(v) && v >= 0 && v < 2 ** 31;
+  const valid = key !== null && typeof key === 'object' && key.k0 >>> 0 === key.k0 && key.k1 >>> 0 === key.k1 && count(n) && count(from);
+  if (l === null || !l.ok || !valid) return normal(key, n, from);
   const out = new Float32Array(n);
-  l.addon.normal(key.k0, key.k1, out);
+  l.addon.normal(key.k0, key.k1, out, from);
   return out;
 }
 

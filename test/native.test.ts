@@ -360,23 +360,25 @@ test('NaN and ±Inf are counted natively as value by value, and a checkpoint\'s 
   assert.equal(report(Float32Array.of(1, NaN, -Infinity, 2, NaN)), 'non-finite values in 1 of 1 tensors: w (2 NaN, 1 ±Inf of 5)');
 });
 
-test('fastNormal draws normal(key, n)\'s numbers natively, on 1 and 2 threads (the same bits here; one float ulp allowed)', { skip }, () => {
-  const check = (k0: number, k1: number, n: number) => {
+test('fastNormal draws normal(key, n, from)\'s numbers natively, on 1 and 2 threads (the same bits here; one float ulp allowed)', { skip }, () => {
+  const check = (k0: number, k1: number, n: number, from = 0) => {
     const key = { k0, k1 };
-    const want = normal(key, n);
-    const got = fastNormal(key, n);
+    const want = normal(key, n, from);
+    const got = fastNormal(key, n, from);
     assert.equal(got.length, n);
     for (let i = 0; i < n; i++) {
       const ulp = 2 ** (Math.floor(Math.log2(Math.max(Math.abs(want[i]!), 2 ** -126))) - 23);
-      if (Math.abs(got[i]! - want[i]!) > ulp) assert.fail(`key ${k0},${k1} n ${n}: value ${i} is ${got[i]}, normal gives ${want[i]}`);
+      if (Math.abs(got[i]! - want[i]!) > ulp) assert.fail(`key ${k0},${k1} n ${n} from ${from}: value ${i} is ${got[i]}, normal gives ${want[i]}`);
     }
   };
   const words = fc.integer({ min: 0, max: 2 ** 32 - 1 });
   for (const threads of [1, 2]) {
     enableNativeKernels({ threads });
-    fc.assert(fc.property(words, words, fc.integer({ min: 0, max: 3000 }), check), { numRuns: 60 });
+    fc.assert(fc.property(words, words, fc.integer({ min: 0, max: 3000 }), fc.integer({ min: 0, max: 3000 }), check), { numRuns: 60 });
     check(0xffffffff, 0, 40_001);
   }
+  // Any part of the stream, as normal draws it: what a group of images of a batch draws.
+  for (const [n, from] of [[1, 0], [7, 3], [1000, 1], [4096, 1024], [2049, 40_001]] as const) check(5, 9, n, from);
   // A bad key or count gets normal's own error, not the addon's.
   assert.throws(() => fastNormal({ k0: -1, k1: 0 }, 4), /^TypeError: normal: expected a Key \{k0, k1\} of two uint32 words/);
   assert.throws(() => fastNormal({ k0: 1, k1: 2 }, 2.5), /^RangeError: normal: expected n to be an integer in \[0, 2147483647\], got 2\.5/);

@@ -30,6 +30,9 @@ import { startBackend } from '../cli/options.ts';
 import { cli } from './cli-capture.ts';
 import { onnxSampler, openOnnxDenoiser } from '../compile/onnx-engine.ts';
 import { compileSampler } from '../compile/sample.ts';
+import { splitImages } from '../compile/onnx-group.ts';
+import { groupCount, POOL_BYTES, poolSettings, threadsPerGroup } from '../compile/onnx-pool.ts';
+import fc from 'fast-check';
 import { keyFromSeed } from '../dsl/random.ts';
 
 const ortMissing = await import('onnxruntime-node').then(() => null, (e: Error) => `onnxruntime-node (optional) is not installed: ${e.message.split('\n')[0]}`);
@@ -101,17 +104,79 @@ test('the onnx engine samples what the tfjs engine samples from the same noise (
   assert.equal(tf.memory().numTensors, before, 'no tensor outlives the samplers');
 });
 
-/** A small pixel DiT with random (not zero-initialised) weights, as a bare state dict. */
-async function writePixelDit(path: string): Promise<void> {
-  const model = buildModel(PIXEL_DIT);
-  const values = new Map([...initParams(model.params, keyFromSeed(3))].map(([k, v], i) => {
+test('the pool\'s plan: consecutive groups of near-equal size; as many as threads, images and memory allow; settings checked', () => {
+  fc.assert(fc.property(fc.nat({ max: 40 }), fc.integer({ min: 1, max: 12 }), (images, groups) => {
+    const parts = splitImages(images, groups);
+    assert.equal(parts.length, Math.min(images, groups));
+    assert.equal(parts.reduce((a, p) => (assert.equal(p.first, a), a + p.images), 0), images);
+    const sizes = parts.map((p) => p.images);
+    assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1 && sizes.every((n) => n >= 1));
+  }));
+  const cpu = poolSettings({ MDT_ONNX_THREADS: '4' }, ['cpu']);
+  assert.deepEqual(cpu, { threads: 4, groups: null, cpuOnly: true });
+  assert.equal(groupCount(cpu, 2, 1e6), 2);
+  assert.equal(groupCount(cpu, 9, 1e6), 4);
+  assert.equal(threadsPerGroup(cpu, 3), 1);
+  assert.equal(threadsPerGroup(cpu, 1), 4);
+  // Each group holds the weights: a model of over half of POOL_BYTES runs whole.
+  assert.equal(groupCount(cpu, 9, POOL_BYTES / 3), 3);
+  assert.equal(groupCount(cpu, 9, POOL_BYTES * 0.6), 1);
+  assert.equal(groupCount(poolSettings({ MDT_ONNX_THREADS: '4' }, ['cuda', 'cpu']), 9, 1e6), 1);
+  assert.equal(groupCount(poolSettings({ MDT_ONNX_THREADS: '2', MDT_ONNX_GROUPS: '3' }, ['cpu']), 9, 1e6), 3);
+  assert.throws(() => poolSettings({ MDT_ONNX_THREADS: 'two' }, ['cpu']), /^Error: MDT_ONNX_THREADS: expected a whole number of at least 1, got "two"$/);
+  assert.throws(() => poolSettings({ MDT_ONNX_GROUPS: '0' }, ['cpu']), /^Error: MDT_ONNX_GROUPS: expected a whole number of at least 1, got "0"$/);
+});
+
+/** A small pixel DiT's parameters, random (not zero-initialised): the caller's tensors. */
+function pixelDitWeights(model = buildModel(PIXEL_DIT)): Map<string, tf.Tensor> {
+  return new Map([...initParams(model.params, keyFromSeed(3))].map(([k, v], i) => {
     const noisy = v.dtype === 'float32' ? tf.tidy(() => tf.add(v, tf.randomNormal(v.shape, 0, 0.2, 'float32', i))) : v;
     if (noisy !== v) v.dispose();
     return [k, noisy] as const;
   }));
+}
+
+/** The same as a bare state dict. */
+async function writePixelDit(path: string): Promise<void> {
+  const model = buildModel(PIXEL_DIT);
+  const values = pixelDitWeights(model);
   await writeSafetensors(path, await stateDictFromParams(model.params, values), { format: 'pt' });
   tf.dispose([...values.values()]);
 }
+
+test('images split into groups over threads: the same images bit for bit (1, 2, 3 groups; guided DDPM, plain DDIM with noise); progress to the end', async (t) => {
+  if (ortMissing !== null) return t.skip(ortMissing);
+  await initBackend({ prefer: 'cpu' });
+  const model = buildModel(PIXEL_DIT);
+  const weights = pixelDitWeights(model);
+  const before = process.env.MDT_ONNX_GROUPS;
+  try {
+    for (const [guidance, sampler, steps] of [[{ schedule: { kind: 'constant' as const, scale: 3 }, channels: 'all' as const, inChannels: 1 }, 'ddpm', '12'], [null, 'ddim', 'ddim8']] as const) {
+      const bytes = encodeOnnx(exportOnnx(model, weights, { guidance, which: 'test', producerVersion: 'test' }));
+      const labels = Int32Array.from([3, 0, 1]);
+      let first: Float32Array | null = null;
+      for (const groups of ['1', '2', '3']) {
+        process.env.MDT_ONNX_GROUPS = groups;
+        const den = await openOnnxDenoiser(bytes, 'pixel-dit.onnx');
+        const s = await onnxSampler(den, { steps, sampler, eta: sampler === 'ddim' ? 0.5 : 0 });
+        const told: number[] = [];
+        const x = await s.sample(labels, keyFromSeed(4), (done, total) => told.push(done / total));
+        const got = (await x.data()) as Float32Array;
+        assert.deepEqual(x.shape, [3, 1, 8, 8]);
+        x.dispose();
+        await s.dispose();
+        await den.dispose();
+        assert.ok(told.length > 0 && told.at(-1) === 1 && told.every((v, i) => i === 0 || v > told[i - 1]!), `${groups} groups: progress ${told.join(' ')}`);
+        if (first === null) first = got;
+        else assert.deepEqual(got, first, `${sampler}: ${groups} groups against one`);
+      }
+    }
+  } finally {
+    if (before === undefined) delete process.env.MDT_ONNX_GROUPS;
+    else process.env.MDT_ONNX_GROUPS = before;
+    tf.dispose([...weights.values()]);
+  }
+});
 
 const PIXEL_DIT = namedConfig('DiT-S/2', { inputSize: 8, inChannels: 1, numClasses: 4, depth: 2, hiddenSize: 32, numHeads: 2 });
 

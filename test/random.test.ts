@@ -210,6 +210,16 @@ test('property: uniform lies in [0, 1) and normal is finite for any key', () => 
   );
 });
 
+test('property: normal(key, n, from) is values from .. from + n of the stream, for odd and even ends', () => {
+  fc.assert(
+    fc.property(arbKey, fc.nat({ max: 200 }), fc.nat({ max: 200 }), (k, from, n) => {
+      assert.deepEqual(normal(k, n, from), normal(k, from + n).subarray(from));
+      assert.deepEqual(normal(k, from + n), Float32Array.from([...normal(k, from), ...normal(k, n, from)]));
+    }),
+  );
+  assert.throws(() => normal(keyFromSeed(0), 2, -1), /normal: expected from to be an integer in \[0, \d+\], got -1/);
+});
+
 test('property: permutation is bijective for any n and key', () => {
   fc.assert(fc.property(arbKey, fc.nat({ max: 500 }), (k, n) => isPermutation(permutation(k, n))));
 });

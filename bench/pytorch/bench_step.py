@@ -5,9 +5,9 @@
                                         [--blas auto|system|DIR] [--out FILE]
 
 Items (the letters of --only):
-  (e) the main job's training step (cli/train.ts defaults): MDT v1 on 32x32x1 pixels, patch 4
-      (64 tokens), depth 4, D 96, 4 heads, decode_layer 1, 10 classes, batch 32; full + masked
-      branch, AdamW, EMA, as (a).
+  (e) the main job's training step (cli/train.ts defaults): DiT on 32x32x1 pixels, patch 4
+      (64 tokens), depth 4, D 96, 4 heads, 10 classes, batch 32; AdamW, EMA, as (b). (Records
+      before 2026-12-03's second half: the MDT v1 of that size, decode_layer 1, both branches.)
   (f) the main job's sampling, timed end to end: 250 respaced DDPM steps (diffusion.py p_sample)
       of 2 images with classifier-free guidance at a constant w (--cfg-scale, 4), i.e. 4 rows with
       the null-label half, through the official forward_with_cfg (DiT's constant-w form; on 1 channel
@@ -218,7 +218,7 @@ except ImportError as e:
 sys.dont_write_bytecode = True  # keep __pycache__ out of the repository
 sys.path.insert(0, HERE)
 from diffusion import create_diffusion, mdt_training_losses  # noqa: E402
-from models import MDT, DiTBlock, DiT_S_2, MDTBlock, MDT_S_2  # noqa: E402
+from models import DiT, DiTBlock, DiT_S_2, MDTBlock, MDT_S_2  # noqa: E402
 import check_fixtures  # noqa: E402
 
 
@@ -415,13 +415,13 @@ def bench_block(block, batch, steps, warmup, rel_bias):
     return {"forward": timed(fwd, steps, warmup), "forward+backward": timed(fwd_bwd, steps, warmup)}
 
 
-# the main job (cli/train.ts TRAIN_DEFAULTS): MDT v1 on Fashion-MNIST padded to 32x32
+# the main job (cli/train.ts TRAIN_DEFAULTS): a DiT on Fashion-MNIST padded to 32x32
 MAIN_JOB = dict(input_size=32, patch_size=4, in_channels=1, hidden_size=96, depth=4, num_heads=4,
-                num_classes=10, learn_sigma=True, mask_ratio=0.3, decode_layer=1)
+                num_classes=10, learn_sigma=True)
 
 
 def main_job_model():
-    return MDT(**MAIN_JOB)
+    return DiT(**MAIN_JOB)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,8 +526,8 @@ def main():
         return bench
 
     if "e" in only:
-        run_modes("main_train_step", f"(e) main-job MDT d4 D96 p4 train step b{ARGS.main_batch} (full+masked)",
-                  train_bench(main_job_model, True, ARGS.main_batch, ARGS.steps, in_channels=1, num_classes=10))
+        run_modes("main_train_step", f"(e) main-job DiT d4 D96 p4 train step b{ARGS.main_batch}",
+                  train_bench(main_job_model, False, ARGS.main_batch, ARGS.steps, in_channels=1, num_classes=10))
     if "f" in only:
         def sample_bench(mode):
             loop = SampleLoop(prepare(main_job_model(), mode), ARGS.sample_steps, ARGS.sample_images, ARGS.cfg_scale,

@@ -737,21 +737,26 @@ napi_value CountNonFinite(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// normal(k0, k1, out) fills out with normal(key {k0, k1}, out.length) of dsl/random.ts; pairs
-// below kParallelPairs (~35 µs of libm) stay on the calling thread.
+// Raised with any change to a function's arguments (2: normal's `from`).
+constexpr int32_t kAddonApi = 2;
+
+// normal(k0, k1, out, from) fills out with normal(key {k0, k1}, out.length, from) of
+// dsl/random.ts; pairs below kParallelPairs (~35 µs of libm) stay on the calling thread.
 constexpr long kParallelPairs = 512;
 napi_value Normal(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   NAPI_OK(napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   uint32_t k0 = 0, k1 = 0;
+  int64_t from = 0;
   Floats out;
-  if (argc < 3 || napi_get_value_uint32(env, argv[0], &k0) != napi_ok || napi_get_value_uint32(env, argv[1], &k1) != napi_ok || !GetFloats(env, argv[2], &out)) {
-    return Throw(env, "native normal: expected (k0, k1, out Float32Array)");
+  if (argc < 4 || napi_get_value_uint32(env, argv[0], &k0) != napi_ok || napi_get_value_uint32(env, argv[1], &k1) != napi_ok || !GetFloats(env, argv[2], &out) ||
+      napi_get_value_int64(env, argv[3], &from) != napi_ok || from < 0) {
+    return Throw(env, "native normal: expected (k0, k1, out Float32Array, from >= 0)");
   }
-  const long n = static_cast<long>(out.length);
+  const long n = static_cast<long>(out.length), first = static_cast<long>(from) / 2;
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor((n + 1) / 2, kParallelPairs, [&](long b, long e) { mdt_normal(k0, k1, out.data, n, b, e); });
+  ParallelFor((from + n + 1) / 2 - first, kParallelPairs, [&](long b, long e) { mdt_normal(k0, k1, out.data, from, n, first + b, first + e); });
   return nullptr;
 }
 
@@ -938,6 +943,10 @@ napi_value Init(napi_env env, napi_value exports) {
       {"normal", nullptr, Normal, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  // The functions' signatures, as runtime/native.ts's ADDON_API: a build older than its source is refused, not misread.
+  napi_value api;
+  NAPI_OK(napi_create_int32(env, kAddonApi, &api));
+  NAPI_OK(napi_set_named_property(env, exports, "api", api));
   return exports;
 }
 

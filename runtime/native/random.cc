@@ -33,10 +33,10 @@ double Uniform53(uint32_t hi, uint32_t lo) {
 
 }  // namespace
 
-void mdt_normal(uint32_t k0, uint32_t k1, float* out, long n, long p0, long p1) {
+void mdt_normal(uint32_t k0, uint32_t k1, float* out, long from, long n, long p0, long p1) {
   constexpr uint32_t kDomainData = 0;
   const double two_pi = 2 * M_PI;
-  for (long p = p0; p < p1 && 2 * p < n; ++p) {
+  for (long p = p0; p < p1 && 2 * p - from < n; ++p) {
     uint32_t c[4] = {static_cast<uint32_t>(p), static_cast<uint32_t>(static_cast<uint64_t>(p) >> 32), kDomainData, 0};
     Philox(c, k0, k1);
     const double u0 = Uniform53(c[0], c[1]), u1 = Uniform53(c[2], c[3]);
@@ -44,7 +44,8 @@ void mdt_normal(uint32_t k0, uint32_t k1, float* out, long n, long p0, long p1) 
     const double theta = two_pi * u1;
     double sin_theta, cos_theta;
     sincos(theta, &sin_theta, &cos_theta);  // glibc: sin's and cos's values, in one reduction
-    out[2 * p] = static_cast<float>(r * cos_theta);
-    if (2 * p + 1 < n) out[2 * p + 1] = static_cast<float>(r * sin_theta);
+    const long at = 2 * p - from;  // -1 for the first pair of an odd `from`: only its second value
+    if (at >= 0) out[at] = static_cast<float>(r * cos_theta);
+    if (at + 1 < n) out[at + 1] = static_cast<float>(r * sin_theta);
   }
 }

@@ -1,6 +1,7 @@
-// The standard normal draws of dsl/random.ts's normal(key, n), natively (random.cc): pairs
-// p0 .. p1 of out[0 .. n) (pair p is out[2p], out[2p + 1], from Philox block p).
+// The standard normal draws of dsl/random.ts's normal(key, n, from), natively (random.cc): pairs
+// p0 .. p1 of the stream (pair p is its values 2p and 2p + 1, from Philox block p), written where
+// they fall in out[0 .. n) = the stream's values from .. from + n.
 #pragma once
 #include <cstdint>
 
-void mdt_normal(uint32_t k0, uint32_t k1, float* out, long n, long p0, long p1);
+void mdt_normal(uint32_t k0, uint32_t k1, float* out, long from, long n, long p0, long p1);
