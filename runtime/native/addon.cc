@@ -56,7 +56,10 @@ class Pool {
     for (auto& w : workers_) w.join();
     workers_.clear();
     stop_.store(false, std::memory_order_relaxed);
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { Loop(i); });
+    // The generation a new worker has seen is read here, not when its thread first runs: a RunAll
+    // issued before then would otherwise look already seen, and wait for that worker forever.
+    const uint64_t seen = gen_.load(std::memory_order_acquire);
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, seen] { Loop(i, seen); });
   }
 
   template <typename F>
@@ -79,8 +82,7 @@ class Pool {
   }
 
  private:
-  void Loop(int id) {
-    uint64_t seen = gen_.load(std::memory_order_acquire);
+  void Loop(int id, uint64_t seen) {
     for (;;) {
       const auto until = std::chrono::steady_clock::now() + kSpin;
       while (gen_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) Relax();
@@ -754,9 +756,15 @@ napi_value Normal(napi_env env, napi_callback_info info) {
       napi_get_value_int64(env, argv[3], &from) != napi_ok || from < 0) {
     return Throw(env, "native normal: expected (k0, k1, out Float32Array, from >= 0)");
   }
-  const long n = static_cast<long>(out.length), first = static_cast<long>(from) / 2;
+  const long n = static_cast<long>(out.length), first = static_cast<long>(from) / 2, pairs = (from + n + 1) / 2 - first;
+  const auto draw = [&](long b, long e) { mdt_normal(k0, k1, out.data, from, n, first + b, first + e); };
+  // Only the pool needs `busy`: threads drawing alone (the onnx engine's groups) do not wait on each other.
+  if (pairs <= kParallelPairs) {
+    draw(0, pairs);
+    return nullptr;
+  }
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor((from + n + 1) / 2 - first, kParallelPairs, [&](long b, long e) { mdt_normal(k0, k1, out.data, from, n, first + b, first + e); });
+  ParallelFor(pairs, kParallelPairs, draw);
   return nullptr;
 }
 
@@ -878,6 +886,8 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   int32_t t = 0;
   if (argc < 1 || napi_get_value_int32(env, argv[0], &t) != napi_ok || t < 1 || t > kMaxThreads)
     return Throw(env, "native setThreads: expected an integer from 1 to " + std::to_string(kMaxThreads));
+  // Not while another thread (an onnx engine worker's noise) runs on the pool.
+  std::lock_guard<std::mutex> hold(busy);
   if (t != pool->Threads()) pool->Resize(t);
   return nullptr;
 }
