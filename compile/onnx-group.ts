@@ -43,6 +43,7 @@ export async function runGroup(ort: typeof Ort, session: Ort.InferenceSession, j
   const rows = job.labels.length;
   const shape = [rows, c, h, w];
   const noise = rowsOfNoise(noiseFromKey(job.key, fastNormal), per, [[job.first, job.first + job.images]]);
+  // The group's rows: its images' values, then zeros for the null rows.
   const rowsOf = (images: Float32Array) => {
     const out = new Float32Array(rows * per);
     out.set(images);
