@@ -6,7 +6,8 @@ import type { Key } from '../../dsl/random.ts';
 
 /**
  * Gaussian noise for a sampling loop: x_T, then the noise of each respaced step k; `from` asks
- * for the n values from that index of the whole draw (a part of a batch, compile/sample.ts).
+ * for the n values from that index of the whole draw (a part of a batch: rowsOfNoise). A source
+ * must honour it: rowsOfNoise draws each part with it.
  */
 export interface NoiseSource {
   initial(n: number, from?: number): Float32Array;
