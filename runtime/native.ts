@@ -90,10 +90,10 @@ function parseIsa(): Isa {
   return v as Isa;
 }
 
-/** Loads the addon once and picks its kernel; the reason says why not when it cannot. */
 /** The version of the addon's function signatures this file calls (addon.cc's kAddonApi). */
 const ADDON_API = 2;
 
+/** Loads the addon once and picks its kernel; the reason says why not when it cannot. */
 function load(): Loaded {
   if (loaded !== null) return loaded;
   const path = fileURLToPath(ADDON_URL);
