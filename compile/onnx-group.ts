@@ -51,13 +51,12 @@ export async function runGroup(ort: typeof Ort, session: Ort.InferenceSession, j
   };
   const y = new ort.Tensor('int32', job.labels, [rows]);
   const k = new Int32Array(rows);
-  let x = rowsOf(noise.initial(job.images * per));
+  let x: Float32Array = rowsOf(noise.initial(job.images * per));
   for (let step = job.steps - 1; step >= 0; step--) {
     const feeds: Record<string, Ort.Tensor> = { x: new ort.Tensor('float32', x, shape), k: new ort.Tensor('int32', k.fill(step), [rows]), y };
     if (job.noisy) feeds['noise'] = new ort.Tensor('float32', rowsOf(noise.step(step, job.images * per)), shape);
-    const r = await session.run(feeds);
-    x = Float32Array.from(r['x_prev']!.data as Float32Array);
-    r['x_prev']!.dispose();
+    // A CPU output's data is a buffer of its own (the binding copies it out of onnxruntime's).
+    x = (await session.run(feeds))['x_prev']!.data as Float32Array;
     onStep?.(job.steps - step);
   }
   return x.slice(0, job.images * per);

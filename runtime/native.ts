@@ -548,10 +548,11 @@ export function nativeCountNonFinite(x: Float32Array): number | null {
 }
 
 /**
- * dsl/random.ts's normal(key, n, from), by the addon when it is built (~3× faster on one thread,
- * ~5× on two: it was most of the onnx engine's per-step work outside onnxruntime), else by normal
- * itself, which also gives the errors for a bad key or count. The two agree value for value but
- * for a rare last-bit rounding of libm's log/sincos against V8's. Any backend.
+ * dsl/random.ts's normal(key, n, from), by the addon when it is built (with AVX2 four pairs at a
+ * time, ~8× faster than normal on one thread: it was most of the onnx engine's per-step work
+ * outside onnxruntime), else by normal itself, which also gives the errors for a bad key or count.
+ * The two agree value for value but for a rare last-bit rounding of libm's log/sincos against
+ * V8's. Any backend.
  */
 export function fastNormal(key: Key, n: number, from = 0): Float32Array {
   const l = process.env.MDT_NATIVE?.trim() === '0' ? null : load();

@@ -743,8 +743,8 @@ napi_value CountNonFinite(napi_env env, napi_callback_info info) {
 constexpr int32_t kAddonApi = 2;
 
 // normal(k0, k1, out, from) fills out with normal(key {k0, k1}, out.length, from) of
-// dsl/random.ts; pairs below kParallelPairs (~35 µs of libm) stay on the calling thread.
-constexpr long kParallelPairs = 512;
+// dsl/random.ts; fewer pairs than ~35 µs of work (the scalar path's 512, the AVX2 path's 2048)
+// stay on the calling thread.
 napi_value Normal(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -757,14 +757,16 @@ napi_value Normal(napi_env env, napi_callback_info info) {
     return Throw(env, "native normal: expected (k0, k1, out Float32Array, from >= 0)");
   }
   const long n = static_cast<long>(out.length), first = static_cast<long>(from) / 2, pairs = (from + n + 1) / 2 - first;
-  const auto draw = [&](long b, long e) { mdt_normal(k0, k1, out.data, from, n, first + b, first + e); };
+  static const bool avx2 = CpuHas("avx2");
+  const long grain = avx2 ? 2048 : 512;
+  const auto draw = [&](long b, long e) { (avx2 ? mdt_normal_avx2 : mdt_normal)(k0, k1, out.data, from, n, first + b, first + e); };
   // Only the pool needs `busy`: threads drawing alone (the onnx engine's groups) do not wait on each other.
-  if (pairs <= kParallelPairs) {
+  if (pairs <= grain) {
     draw(0, pairs);
     return nullptr;
   }
   std::lock_guard<std::mutex> hold(busy);
-  ParallelFor(pairs, kParallelPairs, draw);
+  ParallelFor(pairs, grain, draw);
   return nullptr;
 }
 

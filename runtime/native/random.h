@@ -5,3 +5,5 @@
 #include <cstdint>
 
 void mdt_normal(uint32_t k0, uint32_t k1, float* out, long from, long n, long p0, long p1);
+// The same, four pairs at a time (random_avx2.cc): only on a CPU with AVX2.
+void mdt_normal_avx2(uint32_t k0, uint32_t k1, float* out, long from, long n, long p0, long p1);
