@@ -11,7 +11,8 @@ import { ONNX_OPSET, ONNX_OPSETS, type OnnxOpset } from '../compile/onnx.ts';
 import { encodeOnnx } from '../formats/onnx.ts';
 import { writeFileAtomic } from '../formats/atomic-write.ts';
 import { addCheckpointOptions, loadCheckpointModel, type CheckpointFlags } from './checkpoint-model.ts';
-import { addGuidanceOptions, describeGuidance, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';
+import { describeGuidance } from '../mdt/diffusion/cfg.ts';
+import { addGuidanceOptions, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';
 import { say, type CliIO } from './io.ts';
 import { option, startBackend, UsageError } from './options.ts';
 

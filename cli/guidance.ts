@@ -48,8 +48,3 @@ export function guideChannelsFrom(f: GuidanceFlags, c: ModelConfig): GuideChanne
   if (g === 'first3' && c.inChannels < 3) throw new UsageError(`--guide-channels first3 needs at least 3 channels; the model has ${c.inChannels} (use all)`);
   return g;
 }
-
-export function describeGuidance(g: GuidanceSchedule | null, channels: GuideChannels): string {
-  if (g === null) return 'no guidance';
-  return `guidance ${g.kind} w=${g.scale}${g.kind === 'constant' ? '' : ` s=${g.power}`} on ${channels} channels`;
-}

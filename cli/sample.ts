@@ -13,7 +13,8 @@ import { imageGrid, writePng } from '../mdt/viz/png.ts';
 import { writeNpy } from '../formats/npy.ts';
 import { writeSafetensors } from '../formats/safetensors.ts';
 import { addCheckpointOptions, checkpointConfig, loadCheckpointModel, type CheckpointFlags } from './checkpoint-model.ts';
-import { addGuidanceOptions, describeGuidance, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';
+import { describeGuidance, describeGuidanceOptions } from '../mdt/diffusion/cfg.ts';
+import { addGuidanceOptions, guideChannelsFrom, guidanceFrom, type GuidanceFlags } from './guidance.ts';
 import { pixelChannels, tile } from './images.ts';
 import { decodeInParts, openVae, type Vae } from './vae-file.ts';
 import { say, type CliIO } from './io.ts';
@@ -214,10 +215,9 @@ async function onnxEngine(f: SampleFlags): Promise<Engine> {
   const given = (['cfgScale', 'cfgSchedule', 'guideChannels'] as const).filter((k) => f[k] !== undefined);
   if (given.length > 0) throw new UsageError(`--engine onnx: guidance is part of the exported graph; drop ${given.map((k) => `--${k.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`)}`).join(', ')} (or export again with them)`);
   const den = await openOnnxFile(f.ckpt);
-  const g = den.guidance;
   return {
     config: den.config,
-    guidance: `${g === null ? 'no guidance' : describeGuidance(g.schedule, g.channels ?? 'first3')} (exported in ${basename(f.ckpt)}), on onnxruntime`,
+    guidance: `${describeGuidanceOptions(den.guidance)} (exported in ${basename(f.ckpt)}), on onnxruntime`,
     load: () => onnxSampler(den, samplerOptions(f)),
     dispose: () => den.dispose(),
   };

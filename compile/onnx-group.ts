@@ -36,8 +36,11 @@ export function splitImages(images: number, groups: number): { first: number; im
   });
 }
 
-/** Runs `job` to x_0 on `session` (the step graph of compile/onnx-step.ts); returns its images. */
-export async function runGroup(ort: typeof Ort, session: Ort.InferenceSession, job: GroupJob, onStep?: (done: number) => void): Promise<Float32Array> {
+/**
+ * Runs `job` to x_0 on `session` (the step graph of compile/onnx-step.ts); returns its images.
+ * `ort` is onnxruntime-node or, on the page, onnxruntime-web (the same API).
+ */
+export async function runGroup(ort: Pick<typeof Ort, 'Tensor'>, session: Pick<Ort.InferenceSession, 'run'>, job: GroupJob, onStep?: (done: number) => void): Promise<Float32Array> {
   const [c, h, w] = job.image;
   const per = c * h * w;
   const rows = job.labels.length;
@@ -55,7 +58,7 @@ export async function runGroup(ort: typeof Ort, session: Ort.InferenceSession, j
   for (let step = job.steps - 1; step >= 0; step--) {
     const feeds: Record<string, Ort.Tensor> = { x: new ort.Tensor('float32', x, shape), k: new ort.Tensor('int32', k.fill(step), [rows]), y };
     if (job.noisy) feeds['noise'] = new ort.Tensor('float32', rowsOf(noise.step(step, job.images * per)), shape);
-    // A CPU output's data is a buffer of its own (the binding copies it out of onnxruntime's).
+    // A CPU output's data is a buffer of its own (both bindings copy it out of onnxruntime's).
     x = (await session.run(feeds))['x_prev']!.data as Float32Array;
     onStep?.(job.steps - step);
   }

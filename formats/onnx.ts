@@ -5,9 +5,9 @@
  * standard's, and the same schema decodes a file to check it before a runtime is asked to.
  */
 import protobuf from 'protobufjs';
-import { fileURLToPath } from 'node:url';
+import { ONNX_PROTO } from './onnx-proto.ts';
 
-const root = protobuf.loadSync(fileURLToPath(new URL('./onnx/onnx.proto', import.meta.url)));
+const root = protobuf.parse(ONNX_PROTO).root;
 const ModelProto = root.lookupType('onnx.ModelProto');
 
 /** ONNX messages as plain objects, in onnx.proto's field names (camelCase), as far as this project writes them. */

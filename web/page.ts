@@ -104,10 +104,13 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
   if (m.type === 'loaded') {
     const c = m.config;
     view.mdt.config = c;
-    view.mdt.backend = m.backend;
+    view.mdt.backend = `${m.engine} ${m.backend}`;
     canInpaint = m.canInpaint;
-    if (c.variant !== 'dit') $<HTMLInputElement>('cfg').value = params.get('cfg') ?? (c.inChannels === 4 ? '3.8' : '1');
-    $('info').textContent = `${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, depth ${c.depth}, width ${c.hiddenSize}, ${c.numHeads} heads, ${c.numClasses} classes on tfjs ${m.backend}${m.tried.length > 0 ? ` (${m.tried.join('; ')})` : ''}${m.notes.length > 0 ? `; ${m.notes.join('; ')}` : ''}${c.inChannels === 4 ? '; 4-channel latents are shown as channels 0–2 (decode them with mdt sample --vae)' : ''}`;
+    const cfg = $<HTMLInputElement>('cfg');
+    cfg.disabled = m.fixedCfg !== null;
+    if (m.fixedCfg !== null) cfg.value = String(m.fixedCfg);
+    else if (c.variant !== 'dit') cfg.value = params.get('cfg') ?? (c.inChannels === 4 ? '3.8' : '1');
+    $('info').textContent = `${c.variant} ${c.inputSize}×${c.inputSize}×${c.inChannels}, depth ${c.depth}, width ${c.hiddenSize}, ${c.numHeads} heads, ${c.numClasses} classes on ${m.engine} ${m.backend}${m.tried.length > 0 ? ` (${m.tried.join('; ')})` : ''}${m.notes.length > 0 ? `; ${m.notes.join('; ')}` : ''}${c.inChannels === 4 ? '; 4-channel latents are shown as channels 0–2 (decode them with mdt sample --vae)' : ''}`;
     $('status').textContent = 'ready';
     state('ready');
     setBusy(false);

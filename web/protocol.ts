@@ -33,7 +33,18 @@ export interface Images {
 }
 
 export type FromWorker =
-  | { readonly type: 'loaded'; readonly config: ModelConfig; readonly backend: string; readonly tried: readonly string[]; readonly notes: readonly string[]; readonly canInpaint: boolean }
+  | {
+      readonly type: 'loaded';
+      readonly config: ModelConfig;
+      /** 'tfjs' (a checkpoint) or 'onnxruntime-web' (an exported .onnx), on `backend`. */
+      readonly engine: string;
+      readonly backend: string;
+      readonly tried: readonly string[];
+      readonly notes: readonly string[];
+      readonly canInpaint: boolean;
+      /** The guidance scale an exported file fixed (1: none), else null: the page's field sets it. */
+      readonly fixedCfg: number | null;
+    }
   | { readonly type: 'progress'; readonly done: number; readonly total: number }
   | { readonly type: 'images'; readonly kind: 'samples' | 'inpainted'; readonly images: Images; readonly ms: number }
   | { readonly type: 'error'; readonly message: string };

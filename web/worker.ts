@@ -1,7 +1,8 @@
 /**
  * The page's model worker: picks the best tfjs backend (WebGPU, then WebGL, then wasm), loads
  * a checkpoint and samples or inpaints with the CLI's own compiled code (compile/sample.ts,
- * compile/inpaint.ts). It runs in a worker so that the page stays live and its progress bar
+ * compile/inpaint.ts); or, given an exported `.onnx`, samples it on onnxruntime-web
+ * (web/onnx-model.ts). It runs in a worker so that the page stays live and its progress bar
  * moves while the (synchronous) sampling loop runs.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -14,15 +15,18 @@ import type { GuidanceSchedule } from '../mdt/diffusion/guidance-weight.ts';
 import type { ModelConfig } from '../mdt/config.ts';
 import { registerMissingKernels } from '../runtime/kernels.ts';
 import { modelFromSafetensors, type PageModel } from './checkpoint.ts';
+import { onnxFromBytes, sampleOnnx, type PageOnnx } from './onnx-model.ts';
 import type { FromWorker, Images, MaskShape, SampleRequest, ToWorker } from './protocol.ts';
 
 const BACKENDS = ['webgpu', 'webgl', 'wasm'] as const;
+/** Where the page's files are: web/build.ts copies both runtimes' wasm binaries beside it. */
+const HERE = new URL('./', self.location.href).href;
 
 const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as Worker).postMessage(m, transfer);
 
 /** The first backend of `order` that starts here, and why each one before it did not. */
 async function pickBackend(order: readonly string[]): Promise<{ name: string; tried: string[] }> {
-  setWasmPaths(new URL('./', self.location.href).href);
+  setWasmPaths(HERE);
   const tried: string[] = [];
   for (const name of order) {
     try {
@@ -54,7 +58,7 @@ function knownPixels(mask: MaskShape, size: number): boolean[] {
   });
 }
 
-let loaded: PageModel | null = null;
+let loaded: { kind: 'tfjs'; m: PageModel } | { kind: 'onnx'; m: PageOnnx } | null = null;
 let last: Images | null = null;
 
 async function imagesOf(x: tf.Tensor4D, labels: readonly number[]): Promise<Images> {
@@ -63,8 +67,7 @@ async function imagesOf(x: tf.Tensor4D, labels: readonly number[]): Promise<Imag
   return { data, n: x.shape[0], channels: x.shape[1], size: x.shape[2], labels };
 }
 
-function check(r: SampleRequest, m: PageModel): void {
-  const c = m.model.config;
+function check(r: SampleRequest, c: ModelConfig): void {
   const bad = r.labels.filter((y) => !(Number.isInteger(y) && y >= 0 && y < c.numClasses));
   if (bad.length > 0) throw new Error(`classes ${bad.join(', ')} are out of range: the model has classes 0..${c.numClasses - 1}`);
   if (r.labels.length === 0) throw new Error('no classes to sample');
@@ -72,36 +75,53 @@ function check(r: SampleRequest, m: PageModel): void {
 
 async function handle(m: ToWorker): Promise<void> {
   if (m.type === 'load') {
-    const backend = await pickBackend(m.backend ? [m.backend] : BACKENDS);
-    if (loaded !== null) tf.dispose([...loaded.values.values()]);
+    if (loaded?.kind === 'tfjs') tf.dispose([...loaded.m.values.values()]);
     loaded = null;
     last = null;
-    loaded = modelFromSafetensors(m.bytes, m.name, m.hints);
-    post({ type: 'loaded', config: loaded.model.config, backend: backend.name, tried: backend.tried, notes: loaded.notes, canInpaint: loaded.canInpaint });
+    if (m.name.toLowerCase().endsWith('.onnx')) {
+      const o = onnxFromBytes(m.bytes, m.name);
+      loaded = { kind: 'onnx', m: o };
+      post({ type: 'loaded', config: o.meta.config, engine: 'onnxruntime-web', backend: 'wasm', tried: [], notes: [`${o.guidance}, as exported (the w field is not used)`], canInpaint: false, fixedCfg: o.scale });
+      return;
+    }
+    const backend = await pickBackend(m.backend ? [m.backend] : BACKENDS);
+    const p = modelFromSafetensors(m.bytes, m.name, m.hints);
+    loaded = { kind: 'tfjs', m: p };
+    post({ type: 'loaded', config: p.model.config, engine: 'tfjs', backend: backend.name, tried: backend.tried, notes: p.notes, canInpaint: p.canInpaint, fixedCfg: null });
     return;
   }
   if (loaded === null) throw new Error('load a checkpoint first');
-  check(m, loaded);
-  const c = loaded.model.config;
-  const { schedule, channels } = guidanceOf(c, m.cfgScale);
+  const c = loaded.kind === 'tfjs' ? loaded.m.model.config : loaded.m.meta.config;
+  check(m, c);
   const progress = (done: number, total: number) => post({ type: 'progress', done, total });
   const t0 = performance.now();
+  const sampler = m.steps.startsWith('ddim') ? 'ddim' : 'ddpm';
+  // The key of `mdt sample --seed S` for its first batch.
+  const key = foldIn(keyFromSeed(m.seed), 0);
+  if (m.type === 'sample' && loaded.kind === 'onnx') {
+    const data = await sampleOnnx(loaded.m, Int32Array.from(m.labels), { steps: m.steps, sampler }, key, HERE, progress);
+    last = { data, n: m.labels.length, channels: c.inChannels, size: c.inputSize, labels: m.labels };
+    post({ type: 'images', kind: 'samples', images: last, ms: performance.now() - t0 });
+    return;
+  }
+  if (loaded.kind === 'onnx') throw new Error(`${loaded.m.name}: an exported .onnx holds the sampling graph only, without the side-interpolater; inpainting needs the MDT checkpoint (.safetensors)`);
+  const { model, values } = loaded.m;
+  const { schedule, channels } = guidanceOf(c, m.cfgScale);
   if (m.type === 'sample') {
-    const sampler = compileSampler(loaded.model, loaded.values, { steps: m.steps, sampler: m.steps.startsWith('ddim') ? 'ddim' : 'ddpm', guidance: schedule, guideChannels: channels });
+    const s = compileSampler(model, values, { steps: m.steps, sampler, guidance: schedule, guideChannels: channels });
     try {
-      // The key of `mdt sample --seed S` for its first batch.
-      last = await imagesOf(sampler.sample(Int32Array.from(m.labels), foldIn(keyFromSeed(m.seed), 0), progress), m.labels);
+      last = await imagesOf(s.sample(Int32Array.from(m.labels), key, progress), m.labels);
     } finally {
-      sampler.dispose();
+      s.dispose();
     }
     post({ type: 'images', kind: 'samples', images: last, ms: performance.now() - t0 });
     return;
   }
-  if (!loaded.canInpaint) throw new Error(`inpainting needs an MDT checkpoint with its side-interpolater (sideblocks.*); this one is ${c.variant === 'dit' ? 'a DiT, which has none' : 'an inference-only state dict without it'}`);
+  if (!loaded.m.canInpaint) throw new Error(`inpainting needs an MDT checkpoint with its side-interpolater (sideblocks.*); this one is ${c.variant === 'dit' ? 'a DiT, which has none' : 'an inference-only state dict without it'}`);
   if (last === null) throw new Error('sample first: the inpainting completes the samples shown');
   const image = tf.tensor4d(last.data, [last.n, last.channels, last.size, last.size]);
   try {
-    const x = inpaint(loaded.model, loaded.values, {
+    const x = inpaint(model, values, {
       image, knownPixels: knownPixels(m.mask, last.size), labels: Int32Array.from(last.labels), steps: m.steps,
       switchFraction: m.switchFraction, guidance: schedule, guideChannels: channels, key: keyFromSeed(m.seed), progress,
     });

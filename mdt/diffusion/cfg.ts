@@ -19,6 +19,15 @@ export interface GuidanceOptions {
   inChannels: number;
 }
 
+/** A schedule in words, as the CLI and the page print it. */
+export function describeGuidance(g: GuidanceSchedule | null, channels: NonNullable<GuidanceOptions['channels']>): string {
+  if (g === null) return 'no guidance';
+  return `guidance ${g.kind} w=${g.scale}${g.kind === 'constant' ? '' : ` s=${g.power}`} on ${channels} channels`;
+}
+
+/** Options as an exported file records them (null: unguided), in words. */
+export const describeGuidanceOptions = (g: GuidanceOptions | null): string => (g === null ? 'no guidance' : describeGuidance(g.schedule, g.channels ?? 'first3'));
+
 /**
  * Wraps `model` so that one call on 2B rows returns guided ε: the first half of x is duplicated
  * (x[B:] is ignored), the model runs once on 2B rows, and g = e_u + w_t·(e_c − e_u) with w_t from
