@@ -4,8 +4,8 @@
  * and samples with it. The file is checked before onnxruntime sees it (compile/onnx-check.ts),
  * so each mistake gets a sentence rather than a runtime's stack. Sampling appends the sampler's
  * update (DDPM or DDIM, traced from the tfjs engine's own code) to the file's graph
- * (compile/onnx-plan.ts), so each step is one onnxruntime call. Environment: MDT_ONNX_PROVIDERS (providers), MDT_ONNX_THREADS and
- * MDT_ONNX_GROUPS (compile/onnx-pool.ts).
+ * (compile/onnx-plan.ts), so each step is one onnxruntime call. Environment:
+ * MDT_ONNX_PROVIDERS (providers), MDT_ONNX_THREADS and MDT_ONNX_GROUPS (compile/onnx-pool.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { readFile } from 'node:fs/promises';
